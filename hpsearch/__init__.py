@@ -1,0 +1,105 @@
+"""hpsearch: hyperparameter search for fine-tunes on Optuna + Ray, one SQL store.
+
+Public API::
+
+    import hpsearch
+    result = hpsearch.run_study("studies/quickstart.yaml", n_trials=20)
+    result.best_params, result.best_value
+    result.trials_dataframe()
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from hpsearch._version import __version__
+from hpsearch.errors import (
+    ConfigError,
+    HpsearchError,
+    StorageError,
+    StudyFailedError,
+    TrainerError,
+)
+
+if TYPE_CHECKING:
+    from hpsearch.config import StudyConfig
+    from hpsearch.results import StudyResult
+
+__all__ = [
+    "__version__",
+    "ConfigError",
+    "HpsearchError",
+    "StorageError",
+    "StudyConfig",
+    "StudyFailedError",
+    "StudyResult",
+    "TrainerError",
+    "load_config",
+    "load_result",
+    "run_study",
+]
+
+
+def run_study(
+    study: str | StudyConfig,
+    *,
+    n_trials: int | None = None,
+    more: int | None = None,
+    storage: str | None = None,
+    seed: int | None = None,
+    max_concurrent_trials: int | None = None,
+    ray_address: str | None = None,
+    executor: str | None = None,
+    timeout: float | None = None,
+    progress: bool | None = False,
+) -> StudyResult:
+    """Run (or resume) a study to its budget and return its result.
+
+    ``n_trials`` is the total the study should hold; ``more`` asks for that
+    many trials beyond those already finished. Other keywords override the
+    study file like the CLI flags do.
+
+    Raises:
+        ConfigError: Invalid study file or override (nothing is written).
+        StorageError: Unusable storage (nothing is written).
+        StudyFailedError: ``max_failures`` trials failed.
+    """
+    from hpsearch.config import StudyConfig, load_config
+    from hpsearch.manager import StudyManager
+
+    overrides: dict[str, Any] = {
+        "n_trials": n_trials,
+        "storage": storage,
+        "sampler.seed": seed,
+        "max_concurrent_trials": max_concurrent_trials,
+        "ray.address": ray_address,
+        "executor": executor,
+        "timeout": timeout,
+    }
+    if isinstance(study, StudyConfig):
+        if any(v is not None for v in overrides.values()):
+            raise ConfigError("run_study: pass overrides with a study path, or use StudyConfig.model_copy(update=...)")
+        cfg = study
+    else:
+        cfg = load_config(study, overrides)
+    return StudyManager(cfg, more=more, progress=progress).run()
+
+
+def load_result(study: "str | StudyConfig", *, storage: str | None = None) -> StudyResult:
+    """The stored result of a study file, without running anything."""
+    from hpsearch.results import load_result as _load
+
+    return _load(study, storage=storage)
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy, so that `hpsearch --help` does not import pydantic, optuna or pandas.
+    if name == "StudyResult":
+        from hpsearch.results import StudyResult
+
+        return StudyResult
+    if name in ("StudyConfig", "load_config"):
+        from hpsearch import config
+
+        return getattr(config, name)
+    raise AttributeError(f"module 'hpsearch' has no attribute {name!r}")

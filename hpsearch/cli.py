@@ -1,0 +1,186 @@
+"""The ``hpsearch`` command. The only place where errors become exit codes.
+
+Exit codes: 0 done, 1 the study failed (max_failures), 2 bad input
+(one line on stderr, nothing written), 130 interrupted (resume by re-running).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from hpsearch.errors import HpsearchError, one_line
+
+app = typer.Typer(
+    name="hpsearch",
+    help="Hyperparameter search for fine-tunes: one YAML study, Optuna + Ray, one SQL store.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+StudyArg = Annotated[Path, typer.Argument(help="Study YAML file.", show_default=False)]
+StorageOpt = Annotated[
+    Optional[str],
+    typer.Option("--storage", envvar="HPSEARCH_STORAGE", help="Storage URL (overrides the study's)."),
+]
+
+
+def _fail(err: BaseException, code: int) -> None:
+    from hpsearch.storage import mask_secrets
+
+    typer.echo(f"error: {mask_secrets(one_line(str(err)))}", err=True)
+    raise typer.Exit(code)
+
+
+def _guard(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    try:
+        return fn(*args, **kwargs)
+    except HpsearchError as e:
+        _fail(e, e.exit_code)
+    except KeyboardInterrupt:
+        typer.echo("interrupted; run the same command again to resume", err=True)
+        raise typer.Exit(130) from None
+
+
+@app.command()
+def run(
+    study: StudyArg,
+    n_trials: Annotated[Optional[int], typer.Option("--n-trials", "-n", min=1, help="Total trials the study should hold.")] = None,
+    more: Annotated[Optional[int], typer.Option("--more", min=1, help="Run N trials beyond those finished.")] = None,
+    storage: StorageOpt = None,
+    seed: Annotated[Optional[int], typer.Option("--seed", help="Sampler seed.")] = None,
+    max_concurrent: Annotated[Optional[int], typer.Option("--max-concurrent", min=1, help="At most N trials at once.")] = None,
+    ray_address: Annotated[Optional[str], typer.Option("--ray-address", envvar="RAY_ADDRESS", help="Join this Ray cluster.")] = None,
+    executor: Annotated[Optional[str], typer.Option("--executor", help="ray (default) or local (in-process).")] = None,
+    timeout: Annotated[Optional[float], typer.Option("--timeout", min=0.001, help="Stop asking for trials after N seconds.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display or summary.")] = False,
+) -> None:
+    """Run (or resume) a study until it holds n_trials finished trials."""
+
+    def go() -> None:
+        from hpsearch.config import load_config
+        from hpsearch.errors import ConfigError
+        from hpsearch.manager import StudyManager
+
+        if n_trials is not None and more is not None:
+            raise ConfigError("--n-trials and --more: give one of them, not both")
+        if executor is not None and executor not in ("ray", "local"):
+            raise ConfigError(f"--executor: expected ray or local, got {executor!r}")
+        cfg = load_config(
+            study,
+            {
+                "n_trials": n_trials,
+                "storage": storage,
+                "sampler.seed": seed,
+                "max_concurrent_trials": max_concurrent,
+                "ray.address": ray_address,
+                "executor": executor,
+                "timeout": timeout,
+            },
+        )
+        result = StudyManager(cfg, more=more, progress=None if not quiet else False).run()
+        if not quiet:
+            counts = result.counts()
+            line = ", ".join(f"{k.lower()} {v}" for k, v in sorted(counts.items()))
+            best = ""
+            if counts.get("COMPLETE"):
+                best = f"; best {cfg.objective.metric} {result.best_value:.6g} with {json.dumps(result.best_params)}"
+            typer.echo(f"{cfg.name}: {line}{best}")
+
+    _guard(go)
+
+
+@app.command()
+def show(
+    study: StudyArg,
+    storage: StorageOpt = None,
+    limit: Annotated[int, typer.Option("--limit", help="Rows to show (0 = all).")] = 20,
+) -> None:
+    """Table of the study's trials, best first."""
+
+    def go() -> None:
+        from rich.console import Console
+        from rich.table import Table
+
+        from hpsearch.results import load_result
+
+        result = load_result(study, storage=storage)
+        frame = result.trials_dataframe(best_first=True)
+        table = Table(title=f"{result.study_name} ({len(frame)} trials)")
+        cols = ["number", "state", "value"] + [c for c in frame.columns if c.startswith("params_")]
+        cols += ["duration_s", "host", "fail_reason"]
+        for c in cols:
+            table.add_column(c.removeprefix("params_"), overflow="fold")
+        rows = frame if limit == 0 else frame.head(limit)
+        for _, r in rows.iterrows():
+            table.add_row(*[_cell(r.get(c)) for c in cols])
+        Console(width=max(100, Console().width)).print(table)
+
+    _guard(go)
+
+
+def _cell(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return "" if v != v else f"{v:.6g}"
+    return str(v)
+
+
+@app.command()
+def best(
+    study: StudyArg,
+    storage: StorageOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """The best trial's params and value."""
+
+    def go() -> None:
+        from hpsearch.results import load_result
+
+        result = load_result(study, storage=storage)
+        t = result.best_trial
+        if as_json:
+            typer.echo(
+                json.dumps(
+                    {
+                        "study": result.study_name,
+                        "number": t.number,
+                        "value": t.value,
+                        "params": t.params,
+                        "metrics": t.user_attrs.get("metrics", {}),
+                    }
+                )
+            )
+        else:
+            typer.echo(f"best trial {t.number}: value {t.value:.6g}")
+            for k, v in t.params.items():
+                typer.echo(f"  {k}: {v}")
+
+    _guard(go)
+
+
+@app.command()
+def version() -> None:
+    """Print the hpsearch version."""
+    from hpsearch._version import __version__
+
+    typer.echo(__version__)
+
+
+def main() -> None:
+    try:
+        app()
+    except SystemExit:
+        raise
+    except HpsearchError as e:  # pragma: no cover - _guard catches these
+        _fail(e, e.exit_code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,398 @@
+"""The study file: a pydantic schema loaded from YAML.
+
+``load_config(path)`` is the one validation point. Every problem becomes a
+:class:`~hpsearch.errors.ConfigError` whose message is one line of the form
+``<file>: <field.path>: <what was expected, what was got, how to fix it>``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from hpsearch.errors import ConfigError, one_line
+
+__all__ = [
+    "StudyConfig",
+    "ObjectiveConfig",
+    "SamplerConfig",
+    "PrunerConfig",
+    "ResourcesConfig",
+    "RayConfig",
+    "FloatParam",
+    "IntParam",
+    "CategoricalParam",
+    "load_config",
+    "MAX_STUDY_FILE_BYTES",
+]
+
+#: Study files larger than this are refused before parsing.
+MAX_STUDY_FILE_BYTES = 1_000_000
+
+_ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class ObjectiveConfig(_Model):
+    """Which metric the study optimises, and in which direction."""
+
+    metric: str = "value"
+    direction: Literal["minimize", "maximize"] = "maximize"
+
+
+class SamplerConfig(_Model):
+    """An Optuna sampler by name (see ``hpsearch.algorithms.SAMPLERS``)."""
+
+    name: str = "tpe"
+    seed: int | None = 0
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class PrunerConfig(_Model):
+    """An Optuna pruner by name (see ``hpsearch.algorithms.PRUNERS``)."""
+
+    name: str = "none"
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class ResourcesConfig(_Model):
+    """What one trial needs. With ``workers > 1`` cpus and gpus are per worker."""
+
+    cpus: float = Field(1.0, gt=0)
+    gpus: float = Field(0.0, ge=0)
+    workers: int = Field(1, ge=1)
+    custom: dict[str, float] = Field(default_factory=dict)
+
+    @field_validator("gpus")
+    @classmethod
+    def _gpu_fraction(cls, v: float) -> float:
+        if v > 1 and v != int(v):
+            raise ValueError(f"a fraction of a GPU must be below 1, or whole GPUs; got {v}")
+        return v
+
+
+class RayConfig(_Model):
+    """Where trials run when the executor is ``ray``."""
+
+    address: str | None = None
+    namespace: str | None = None
+
+
+class FloatParam(_Model):
+    type: Literal["float"]
+    low: float
+    high: float
+    log: bool = False
+    step: float | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> FloatParam:
+        for name in ("low", "high"):
+            if not math.isfinite(getattr(self, name)):
+                raise ValueError(f"{name} must be a finite number, got {getattr(self, name)}")
+        if self.low > self.high:
+            raise ValueError(f"low ({self.low}) must be <= high ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError(f"low must be > 0 when log: true, got {self.low}")
+        if self.step is not None:
+            if self.step <= 0:
+                raise ValueError(f"step must be > 0, got {self.step}")
+            if self.log:
+                raise ValueError("step and log: true cannot be combined; drop one of them")
+        return self
+
+
+class IntParam(_Model):
+    type: Literal["int"]
+    low: int
+    high: int
+    log: bool = False
+    step: int = 1
+
+    @model_validator(mode="after")
+    def _check(self) -> IntParam:
+        if self.low > self.high:
+            raise ValueError(f"low ({self.low}) must be <= high ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError(f"low must be >= 1 when log: true, got {self.low}")
+        if self.step <= 0:
+            raise ValueError(f"step must be > 0, got {self.step}")
+        if self.log and self.step != 1:
+            raise ValueError("step and log: true cannot be combined; drop one of them")
+        return self
+
+
+Scalar = bool | int | float | str | None
+
+
+class CategoricalParam(_Model):
+    type: Literal["categorical"] = "categorical"
+    choices: list[Scalar] = Field(min_length=1)
+
+    @field_validator("choices")
+    @classmethod
+    def _unique(cls, v: list[Scalar]) -> list[Scalar]:
+        seen: list[Scalar] = []
+        for c in v:
+            if any(c == s and type(c) is type(s) for s in seen):
+                raise ValueError(f"choice {c!r} is listed twice")
+            seen.append(c)
+        return v
+
+
+ParamSpec = Annotated[FloatParam | IntParam | CategoricalParam, Field(discriminator="type")]
+
+
+class TrainerConfig(BaseModel):
+    """``kind`` plus that kind's settings (validated by the trainer's own model)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    kind: str
+
+
+class StudyConfig(_Model):
+    """A whole study file."""
+
+    name: str = Field(pattern=_NAME_RE)
+    description: str = ""
+    storage: str | None = None
+    artifacts: str | None = None
+    objective: ObjectiveConfig = Field(default_factory=ObjectiveConfig)
+    sampler: SamplerConfig = Field(default_factory=SamplerConfig)
+    pruner: PrunerConfig = Field(default_factory=PrunerConfig)
+    n_trials: int | None = Field(20, ge=1)
+    timeout: float | None = Field(None, gt=0)
+    max_concurrent_trials: int | None = Field(None, ge=1)
+    max_failures: int = Field(5, ge=1)
+    max_retries: int = Field(1, ge=0)
+    search_space: dict[str, ParamSpec] = Field(default_factory=dict)
+    trainer: TrainerConfig
+    resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
+    executor: Literal["ray", "local"] = "ray"
+    ray: RayConfig = Field(default_factory=RayConfig)
+
+    #: Where the study file lives; relative paths in it resolve from here.
+    source: Path | None = Field(default=None, exclude=True)
+
+    @field_validator("search_space", mode="before")
+    @classmethod
+    def _shorthand(cls, v: Any) -> Any:
+        # ``lr: [0.1, 0.01]`` is shorthand for categorical choices;
+        # a mapping without ``type`` but with ``choices`` is categorical too.
+        if not isinstance(v, dict):
+            return v
+        out: dict[Any, Any] = {}
+        for name, spec in v.items():
+            if isinstance(spec, list):
+                spec = {"type": "categorical", "choices": spec}
+            elif isinstance(spec, dict) and "type" not in spec and "choices" in spec:
+                spec = {"type": "categorical", **spec}
+            out[name] = spec
+        return out
+
+    @field_validator("search_space")
+    @classmethod
+    def _names(cls, v: dict[str, Any]) -> dict[str, Any]:
+        for name in v:
+            if not re.match(r"^[A-Za-z_][A-Za-z0-9_.]*$", name):
+                raise ValueError(
+                    f"parameter name {name!r} must start with a letter or '_' and hold "
+                    "only letters, digits, '_' and '.'"
+                )
+        return v
+
+    @property
+    def study_dir(self) -> Path:
+        return self.source.parent if self.source is not None else Path.cwd()
+
+    @property
+    def trainer_settings(self) -> dict[str, Any]:
+        return dict(self.trainer.model_extra or {})
+
+    def resolved_storage(self) -> str:
+        """The storage URL, defaulting to ``hpsearch.db`` beside the study file."""
+        if self.storage:
+            return self.storage
+        return f"sqlite:///{(self.study_dir / 'hpsearch.db').resolve()}"
+
+    def resolved_artifacts(self) -> Path:
+        """Artifact folder: ``artifacts`` or ``hpsearch-artifacts`` beside a SQLite file."""
+        if self.artifacts:
+            p = Path(self.artifacts)
+            return p if p.is_absolute() else (self.study_dir / p).resolve()
+        url = self.resolved_storage()
+        if url.startswith("sqlite:///"):
+            return Path(url[len("sqlite:///") :]).resolve().parent / "hpsearch-artifacts"
+        return (self.study_dir / "hpsearch-artifacts").resolve()
+
+
+# ---------------------------------------------------------------- loading
+
+
+class _SafeLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys (a silent override is a bug)."""
+
+
+def _construct_mapping(loader: _SafeLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", key_node.start_mark
+            )
+        seen.add(key)
+    return yaml.SafeLoader.construct_mapping(loader, node, deep)
+
+
+_SafeLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping  # type: ignore[arg-type]
+)
+
+
+def _interpolate(value: Any, path: str, file: str) -> Any:
+    """Replace ``${VAR}`` / ``${VAR:-default}`` in strings from the environment."""
+    if isinstance(value, dict):
+        return {k: _interpolate(v, f"{path}.{k}" if path else str(k), file) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_interpolate(v, f"{path}[{i}]", file) for i, v in enumerate(value)]
+    if not isinstance(value, str) or "${" not in value:
+        return value
+
+    def sub(m: re.Match[str]) -> str:
+        var, default = m.group(1), m.group(2)
+        if var in os.environ:
+            return os.environ[var]
+        if default is not None:
+            return default
+        raise ConfigError(
+            f"{file}: {path}: environment variable {var} is not set; export it "
+            f"or write ${{{var}:-default}}"
+        )
+
+    return _ENV_RE.sub(sub, value)
+
+
+def _loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in ("float", "int", "categorical", "function-after[_check()]"):
+            continue  # discriminator tags and validator names are noise to users
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(top level)"
+
+
+def _format_validation(err: ValidationError, file: str) -> str:
+    e = err.errors()[0]
+    loc = _loc(tuple(e["loc"]))
+    msg = e["msg"].removeprefix("Value error, ")
+    kind = e["type"]
+    got = e.get("input")
+    if kind == "extra_forbidden":
+        msg = "unknown key; remove it or check its spelling against the README"
+    elif kind == "missing":
+        msg = "required but missing; add it"
+    elif kind == "union_tag_invalid":
+        msg = f"type must be one of float, int, categorical; got {got.get('type') if isinstance(got, dict) else got!r}"
+    elif kind == "union_tag_not_found":
+        msg = "needs `type: float|int` with low/high, or `choices: [...]`"
+    elif kind == "model_type" or kind == "dict_type":
+        msg = f"expected a mapping, got {type(got).__name__} {got!r}"
+    elif got is not None and not isinstance(got, (dict, list)) and "got" not in msg:
+        msg = f"{msg}; got {got!r}"
+    more = len(err.errors()) - 1
+    tail = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
+    return one_line(f"{file}: {loc}: {msg}{tail}")
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    file = str(path)
+    if not path.exists():
+        raise ConfigError(f"{file}: no such file; check the path")
+    if path.is_dir():
+        raise ConfigError(f"{file}: is a directory; pass a study .yaml file")
+    try:
+        size = path.stat().st_size
+        if size > MAX_STUDY_FILE_BYTES:
+            raise ConfigError(
+                f"{file}: is {size:,} bytes; a study file must be under "
+                f"{MAX_STUDY_FILE_BYTES:,} bytes (put data in a separate file)"
+            )
+        raw = path.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"{file}: cannot read ({e.strerror}); check permissions") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{file}: not UTF-8 text; a study file is YAML") from None
+    if "\x00" in text:
+        raise ConfigError(f"{file}: holds binary data; a study file is YAML text")
+    try:
+        data = yaml.load(text, Loader=_SafeLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(e, "problem", None) or str(e)
+        if "could not determine a constructor" in str(e):
+            problem = "YAML tags that construct Python objects are refused; use plain values"
+        raise ConfigError(one_line(f"{file}: {where}invalid YAML: {problem}")) from None
+    if data is None:
+        raise ConfigError(f"{file}: is empty; a study needs at least name and trainer")
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{file}: (top level): expected a mapping of keys (name, trainer, ...), "
+            f"got {type(data).__name__}"
+        )
+    return data
+
+
+def load_config(path: str | os.PathLike[str], overrides: dict[str, Any] | None = None) -> StudyConfig:
+    """Read, interpolate and validate a study file.
+
+    Args:
+        path: The study YAML file.
+        overrides: Dotted keys to set after loading (``{"sampler.seed": 3}``),
+            as the CLI flags do. ``None`` values are ignored.
+
+    Raises:
+        ConfigError: On any problem, with file and field in the message.
+    """
+    p = Path(path)
+    file = str(path)
+    data = _interpolate(_read_yaml(p), "", file)
+    for key, value in (overrides or {}).items():
+        if value is None:
+            continue
+        node = data
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{file}: {key}: cannot override inside a non-mapping")
+        node[parts[-1]] = value
+    try:
+        cfg = StudyConfig.model_validate({**data, "source": p.resolve()})
+    except ValidationError as e:
+        raise ConfigError(_format_validation(e, file)) from None
+    return cfg

@@ -1,0 +1,205 @@
+"""Where trials run: the executor interface, and the code that runs one trial.
+
+An executor accepts :class:`TrialJob` objects, runs each trainer somewhere
+(in-process, on Ray), streams :class:`TrialEvent` objects back to the manager
+and delivers its prune/stop decisions to the running trials. Executors never
+touch storage: the manager is the only writer.
+"""
+
+from __future__ import annotations
+
+import abc
+import enum
+import math
+import os
+import socket
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hpsearch.trainers._base import BaseTrainer, ReportChannel, TrialContext, TrialPruned, TrialResources
+
+__all__ = [
+    "BaseExecutor",
+    "EventKind",
+    "Failure",
+    "TrialEvent",
+    "TrialJob",
+    "TrialOutcome",
+    "execute_trial",
+]
+
+#: Lines of traceback kept with a failed trial.
+TRACEBACK_LINES = 12
+
+
+class EventKind(enum.Enum):
+    REPORT = "report"
+    FINISHED = "finished"
+
+
+@dataclass
+class TrialJob:
+    number: int
+    params: dict[str, Any]
+    trainer: BaseTrainer
+    resources: TrialResources
+    study_name: str
+    objective: str
+    work_dir: str | None = None
+
+
+@dataclass
+class Failure:
+    """Why a trial failed. ``retriable`` failures (worker died) may be re-run."""
+
+    reason: str
+    type: str = ""
+    message: str = ""
+    traceback: str = ""
+    retriable: bool = False
+
+
+@dataclass
+class TrialOutcome:
+    metrics: dict[str, float] = field(default_factory=dict)
+    user_attrs: dict[str, Any] = field(default_factory=dict)
+    artifacts: dict[str, bytes] = field(default_factory=dict)
+    placement: dict[str, Any] = field(default_factory=dict)
+    pruned: bool = False
+    failure: Failure | None = None
+
+
+@dataclass
+class TrialEvent:
+    kind: EventKind
+    number: int
+    step: int = 0
+    value: float = math.nan
+    outcome: TrialOutcome | None = None
+
+
+class BaseExecutor(abc.ABC):
+    """Runs trials somewhere and streams their events back.
+
+    Thread safety: all methods are called from the manager's thread only.
+    """
+
+    @abc.abstractmethod
+    def start(self) -> None:
+        """Acquire what trials need (start or join a cluster)."""
+
+    @abc.abstractmethod
+    def free_slots(self, resources: TrialResources) -> int:
+        """How many more trials of this size could start right now."""
+
+    @abc.abstractmethod
+    def submit(self, job: TrialJob) -> None:
+        """Start a trial; its events arrive through :meth:`poll`."""
+
+    @abc.abstractmethod
+    def poll(self, timeout: float) -> list[TrialEvent]:
+        """Events since the last call, waiting up to ``timeout`` s for the first."""
+
+    @abc.abstractmethod
+    def decide(self, number: int, step: int, stop: bool) -> None:
+        """Answer a trial's report at ``step``: ``stop`` means prune (or stop) now."""
+
+    @abc.abstractmethod
+    def cancel(self, number: int) -> None:
+        """Stop a trial at once (its FINISHED event may never come)."""
+
+    @abc.abstractmethod
+    def shutdown(self) -> None:
+        """Release what :meth:`start` acquired."""
+
+    def describe(self) -> str:
+        return type(self).__name__
+
+    def __enter__(self) -> BaseExecutor:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+
+
+def _device(resources: TrialResources) -> str:
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if resources.gpus > 0 and visible not in (None, ""):
+        return f"cuda:{visible}"
+    return "cpu"
+
+
+def classify_exception(exc: BaseException) -> Failure:
+    """A Failure with a reason users can act on."""
+    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    tail = "\n".join(tb.rstrip().splitlines()[-TRACEBACK_LINES:])
+    name = type(exc).__name__
+    message = str(exc)
+    text = f"{name}: {message}"
+    if name == "OutOfMemoryError" or isinstance(exc, MemoryError) or "out of memory" in message.lower():
+        reason = (
+            f"out of memory ({text[:200]}); hint: use a smaller batch_size or max_length, "
+            "or give each trial a larger GPU fraction (resources.gpus)"
+        )
+    elif getattr(exc, "hpsearch_reason", None):
+        reason = str(exc.hpsearch_reason)  # type: ignore[attr-defined]
+    else:
+        reason = text[:500]
+    return Failure(reason=reason, type=name, message=message[:2000], traceback=tail)
+
+
+def collect_artifacts(root: Path) -> dict[str, bytes]:
+    out: dict[str, bytes] = {}
+    for path in sorted(root.rglob("*")):
+        if path.is_file():
+            out[path.relative_to(root).as_posix()] = path.read_bytes()
+    return out
+
+
+def execute_trial(job: TrialJob, channel: ReportChannel) -> TrialOutcome:
+    """Run one trial where we are; never raises (failures become data)."""
+    started = time.time()
+    ctx = TrialContext(
+        trial_number=job.number,
+        params=job.params,
+        resources=job.resources,
+        channel=channel,
+        study_name=job.study_name,
+        objective=job.objective,
+        work_dir=Path(job.work_dir) if job.work_dir else None,
+    )
+    outcome = TrialOutcome()
+    outcome.placement = {
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "device": _device(job.resources),
+    }
+    try:
+        result = job.trainer.run(dict(job.params), ctx)
+        if isinstance(result, dict):
+            outcome.metrics = {str(k): _number(v) for k, v in result.items()}
+        else:
+            outcome.metrics = {job.objective: _number(result)}
+    except TrialPruned:
+        outcome.pruned = True
+    except Exception as exc:  # noqa: BLE001 - a failing trainer is data, not a crash
+        outcome.failure = classify_exception(exc)
+    outcome.user_attrs = dict(ctx.user_attrs)
+    if ctx.has_artifacts:
+        outcome.artifacts = collect_artifacts(ctx.artifact_dir)
+        import shutil
+
+        shutil.rmtree(ctx.artifact_dir, ignore_errors=True)
+    outcome.placement["run_s"] = round(time.time() - started, 4)
+    return outcome
+
+
+def _number(v: Any) -> float:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        raise TypeError(f"metric value {v!r} is not a number") from None

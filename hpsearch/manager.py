@@ -1,0 +1,595 @@
+"""The study manager: Optuna ask/tell in the driver, trials on an executor.
+
+The manager is the only process that writes to storage. It asks Optuna for
+params, submits each trial to the executor, turns the trial's intermediate
+values into ``trial.report`` + ``should_prune`` decisions that travel back to
+the running trial, and tells the final state. It owns failure recovery:
+Optuna's heartbeats do not work with ask/tell, so trials left RUNNING by a
+dead driver are found here, marked FAIL ("orphaned") and re-run first.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import socket
+import tarfile
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+from pydantic import ValidationError
+
+from hpsearch._version import __version__
+from hpsearch.config import StudyConfig, _format_validation
+from hpsearch.errors import ConfigError, HpsearchError, StudyFailedError, one_line
+from hpsearch.progress import Progress, ProgressStats
+from hpsearch.storage import check_storage, mask_url, open_storage
+from hpsearch.trainers import TRAINERS, BaseTrainer, TrialResources, trainer_class
+
+if TYPE_CHECKING:
+    import optuna
+
+    from hpsearch.executors import BaseExecutor, TrialEvent, TrialOutcome
+    from hpsearch.results import StudyResult
+
+__all__ = ["StudyManager", "Interrupted", "Prepared", "prepare", "resolved_config_yaml"]
+
+DRIVER_ATTR = "hpsearch:driver"
+HEARTBEAT_PREFIX = "hpsearch:heartbeat:"
+RETRY_ATTR = "hpsearch:retry"
+#: A driver on another host whose heartbeat is older than this is presumed dead.
+HEARTBEAT_STALE_S = 120.0
+HEARTBEAT_EVERY_S = 30.0
+MODEL_DIR = "model/"
+
+
+class Interrupted(HpsearchError):
+    """The run was stopped with Ctrl-C; the next run resumes it."""
+
+    exit_code = 130
+
+
+@dataclass
+class Prepared:
+    """Everything checked and built before storage is touched."""
+
+    config: StudyConfig
+    file: str
+    trainer: BaseTrainer
+    distributions: dict[str, Any]
+    sampler: Any
+    pruner: Any
+    storage_url: str
+
+
+def _prefixed(err: HpsearchError, file: str) -> HpsearchError:
+    text = str(err)
+    if text.startswith(file):
+        return err
+    new = type(err)(f"{file}: {text}")
+    return new
+
+
+def build_trainer(cfg: StudyConfig) -> BaseTrainer:
+    file = str(cfg.source) if cfg.source else "<study>"
+    kind = cfg.trainer.kind
+    if kind not in TRAINERS:
+        raise ConfigError(f"{file}: trainer.kind: unknown trainer {kind!r}; choose one of: {', '.join(TRAINERS)}")
+    cls = trainer_class(kind)
+    try:
+        settings = cls.Settings.model_validate(cfg.trainer_settings)
+    except ValidationError as e:
+        msg = _format_validation(e, file)
+        raise ConfigError(msg.replace(f"{file}: ", f"{file}: trainer.", 1)) from None
+    return cls(settings, study_dir=cfg.study_dir)
+
+
+def prepare(cfg: StudyConfig, *, check_trainer: bool = True) -> Prepared:
+    """Validate the whole study (sampler, pruner, trainer, storage) without writing."""
+    from hpsearch.algorithms import make_pruner, make_sampler
+    from hpsearch.space import to_distributions
+
+    file = str(cfg.source) if cfg.source else "<study>"
+    if cfg.n_trials is None and cfg.timeout is None and cfg.sampler.name != "grid":
+        raise ConfigError(f"{file}: n_trials: set n_trials or timeout, or the study never ends")
+    sampler = make_sampler(cfg)
+    pruner = make_pruner(cfg)
+    distributions = to_distributions(cfg)
+    trainer = build_trainer(cfg)
+    if cfg.resources.workers > 1 and not trainer.supports_workers:
+        raise ConfigError(
+            f"{file}: resources.workers: trainer {trainer.kind!r} runs on one worker; set workers: 1"
+        )
+    if check_trainer:
+        try:
+            trainer.validate(set(cfg.search_space))
+        except HpsearchError as e:
+            raise _prefixed(e, file) from None
+    url = cfg.resolved_storage()
+    check_storage(url, file=file)
+    return Prepared(cfg, file, trainer, distributions, sampler, pruner, url)
+
+
+def resolved_config_yaml(cfg: StudyConfig) -> str:
+    """The fully resolved study as YAML, with the storage password masked."""
+    data = cfg.model_dump(mode="json", exclude={"source"})
+    data["storage"] = mask_url(cfg.resolved_storage())
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+
+
+def _proc_start(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[19]
+    except OSError:
+        return ""
+
+
+def driver_id() -> str:
+    pid = os.getpid()
+    return f"{socket.gethostname()}:{pid}:{_proc_start(pid)}"
+
+
+def driver_alive(ident: str, heartbeats: dict[str, float], now: float) -> bool:
+    host, _, rest = ident.partition(":")
+    pid_s, _, start = rest.partition(":")
+    if host == socket.gethostname():
+        try:
+            pid = int(pid_s)
+        except ValueError:
+            return False
+        if not os.path.exists(f"/proc/{pid}") and not _pid_exists(pid):
+            return False
+        return not start or _proc_start(pid) in ("", start)
+    beat = heartbeats.get(ident)
+    return beat is not None and now - beat < HEARTBEAT_STALE_S
+
+
+def _pid_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@dataclass
+class _Running:
+    trial: optuna.trial.Trial
+    params: dict[str, Any]
+    attempt: int
+    stop_requested: bool = False
+    started: float = field(default_factory=time.time)
+
+
+class StudyManager:
+    """Runs a study to its budget, resuming whatever the storage already holds.
+
+    Args:
+        config: The validated study.
+        executor: Where trials run; default from ``config.executor``.
+        more: Run this many trials beyond those already finished, instead of
+            filling up to ``n_trials``.
+        progress: Show live progress (default: when stderr is a terminal).
+    """
+
+    def __init__(
+        self,
+        config: StudyConfig,
+        *,
+        executor: BaseExecutor | None = None,
+        more: int | None = None,
+        progress: bool | None = None,
+    ) -> None:
+        self.config = config
+        self.prepared = prepare(config)
+        self._executor = executor
+        self.more = more
+        self._progress = Progress(config.name, enabled=progress)
+        self._driver = driver_id()
+        self._running: dict[int, _Running] = {}
+        self._failures = 0
+        self._interrupts = 0
+        self._stats = ProgressStats()
+        self._last_heartbeat = 0.0
+        self._target = 0
+        self._artifact_store: Any = None
+        self._best: float | None = None
+
+    # ------------------------------------------------------------ set-up
+
+    def _make_executor(self) -> BaseExecutor:
+        from hpsearch.executors import make_executor
+
+        cfg = self.config
+        if cfg.executor == "local":
+            return make_executor("local", max_concurrent=cfg.max_concurrent_trials)
+        return make_executor(
+            "ray",
+            address=cfg.ray.address,
+            max_concurrent=cfg.max_concurrent_trials,
+            namespace=cfg.ray.namespace,
+        )
+
+    def _open_study(self) -> optuna.Study:
+        import optuna
+        import sqlalchemy.exc
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+        p = self.prepared
+        storage = open_storage(p.storage_url)
+        direction = self.config.objective.direction
+        for attempt in range(5):
+            try:
+                study = optuna.create_study(
+                    study_name=self.config.name,
+                    storage=storage,
+                    sampler=p.sampler,
+                    pruner=p.pruner,
+                    direction=direction,
+                    load_if_exists=True,
+                )
+                break
+            except sqlalchemy.exc.IntegrityError:
+                # Another driver created it at the same moment: load it.
+                time.sleep(0.1 * (attempt + 1))
+        else:  # pragma: no cover - five collisions in a row
+            raise HpsearchError(f"{p.file}: name: could not create or load study {self.config.name!r}")
+        if study.direction.name.lower() != direction:
+            raise ConfigError(
+                f"{p.file}: objective.direction: study {self.config.name!r} in storage was created "
+                f"with direction {study.direction.name.lower()}; keep it or rename the study"
+            )
+        self._check_compatible(study)
+        return study
+
+    def _check_compatible(self, study: optuna.Study) -> None:
+        attrs = study.user_attrs
+        space = json.dumps(
+            {k: v.model_dump(mode="json") for k, v in self.config.search_space.items()}, sort_keys=True
+        )
+        stored = attrs.get("hpsearch.search_space")
+        if stored is not None and stored != space and study.get_trials(deepcopy=False):
+            raise ConfigError(
+                f"{self.prepared.file}: search_space: differs from the one study "
+                f"{self.config.name!r} was run with; rename the study (name:) to start a new one"
+            )
+        updates = {
+            "hpsearch.search_space": space,
+            "hpsearch.config": resolved_config_yaml(self.config),
+            "hpsearch.version": __version__,
+            "hpsearch.trainer": self.config.trainer.kind,
+            "hpsearch.objective": self.config.objective.metric,
+        }
+        if self.config.source:
+            updates["hpsearch.study_file"] = str(self.config.source)
+        for key, value in updates.items():
+            if attrs.get(key) != value:
+                study.set_user_attr(key, value)
+
+    def _recover_orphans(self, study: optuna.Study) -> int:
+        """Mark RUNNING trials of dead drivers FAIL ("orphaned") and queue their params."""
+        from optuna.trial import TrialState
+
+        now = time.time()
+        sys_attrs = study._storage.get_study_system_attrs(study._study_id)
+        beats = {k[len(HEARTBEAT_PREFIX):]: v for k, v in sys_attrs.items() if k.startswith(HEARTBEAT_PREFIX)}
+        n = 0
+        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            ident = t.system_attrs.get(DRIVER_ATTR)
+            if ident is None or ident == self._driver or driver_alive(ident, beats, now):
+                continue
+            study._storage.set_trial_user_attr(t._trial_id, "fail_reason", "orphaned")
+            study._storage.set_trial_system_attr(t._trial_id, RETRY_ATTR, True)
+            study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
+            self._requeue(study, t.params, t.number, int(t.user_attrs.get("hpsearch.attempt", 1)))
+            n += 1
+        return n
+
+    def _requeue(self, study: optuna.Study, params: dict[str, Any], number: int, attempt: int) -> None:
+        if self.config.sampler.name == "grid":
+            return  # the grid sampler re-runs failed points marked for retry first
+        study.enqueue_trial(
+            params, user_attrs={"hpsearch.retry_of": number, "hpsearch.attempt": attempt + 1}
+        )
+
+    # ------------------------------------------------------------ the loop
+
+    def run(self) -> StudyResult:
+        study = self._open_study()
+        self.study = study
+        orphans = self._recover_orphans(study)
+        self._init_target(study)
+        self.prepared.trainer.prepare()
+        executor = self._executor or self._make_executor()
+        old_handler = None
+        if threading.current_thread() is threading.main_thread():
+            old_handler = signal.signal(signal.SIGINT, self._on_sigint)
+        try:
+            with self._progress:
+                if not self._want_more(study):
+                    return self._finish(orphans)
+                executor.start()
+                try:
+                    self._loop(study, executor)
+                except KeyboardInterrupt:
+                    self._abandon_running(study, executor)
+                    raise Interrupted(
+                        f"interrupted; {len(self._running)} running trial(s) marked FAIL and queued; "
+                        "run the same command again to resume"
+                    ) from None
+                finally:
+                    executor.shutdown()
+        finally:
+            if old_handler is not None:
+                signal.signal(signal.SIGINT, old_handler)
+        return self._finish(orphans)
+
+    def _finish(self, orphans: int) -> StudyResult:
+        from hpsearch.results import StudyResult
+
+        result = StudyResult(self.config.name, self.prepared.storage_url, config=self.config)
+        result.orphans_recovered = orphans
+        if self._interrupts:
+            raise Interrupted("interrupted after the running trials stopped; run the same command again to resume")
+        if self._failures >= self.config.max_failures:
+            raise StudyFailedError(
+                f"{self.prepared.file}: study {self.config.name!r} stopped after {self._failures} failed "
+                f"trials (max_failures: {self.config.max_failures}); see `hpsearch show` for the reasons"
+            )
+        return result
+
+    def _on_sigint(self, signum: int, frame: Any) -> None:
+        self._interrupts += 1
+        if self._interrupts >= 2:
+            raise KeyboardInterrupt
+
+    def _counts(self, study: optuna.Study) -> tuple[int, int]:
+        from optuna.trial import TrialState
+
+        done = active = 0
+        for t in study.get_trials(deepcopy=False):
+            if t.state in (TrialState.COMPLETE, TrialState.PRUNED):
+                done += 1
+            elif t.state == TrialState.RUNNING:
+                active += 1
+        return done, active
+
+    def _init_target(self, study: optuna.Study) -> None:
+        done, _ = self._counts(study)
+        if self.more is not None:
+            self._target = done + self.more
+        elif self.config.n_trials is not None:
+            self._target = self.config.n_trials
+        else:
+            self._target = math.inf  # type: ignore[assignment]
+        if self.config.sampler.name == "grid":
+            size = len(self.prepared.sampler._all_grids)
+            self._target = min(self._target, size) if self.more is None else self._target
+        self._stats.total = None if self._target == math.inf else int(self._target)
+        self._refresh_stats(study)
+
+    def _refresh_stats(self, study: optuna.Study) -> None:
+        from optuna.trial import TrialState
+
+        s = self._stats
+        s.done = s.pruned = 0
+        best = None
+        sign = 1 if self.config.objective.direction == "maximize" else -1
+        for t in study.get_trials(deepcopy=False):
+            if t.state == TrialState.COMPLETE:
+                s.done += 1
+                if t.value is not None and (best is None or sign * t.value > sign * best):
+                    best = t.value
+            elif t.state == TrialState.PRUNED:
+                s.done += 1
+                s.pruned += 1
+        s.best = best
+        self._best = best
+        s.running = len(self._running)
+        s.failed = self._failures
+        self._progress.update(s)
+
+    def _want_more(self, study: optuna.Study) -> bool:
+        if self.config.sampler.name == "grid" and self.prepared.sampler.is_exhausted(study):
+            return False
+        done, active = self._counts(study)
+        return done + active < self._target
+
+    def _loop(self, study: optuna.Study, executor: BaseExecutor) -> None:
+        from hpsearch.executors import EventKind
+
+        cfg = self.config
+        resources = TrialResources(
+            cpus=cfg.resources.cpus, gpus=cfg.resources.gpus, workers=cfg.resources.workers,
+            custom=dict(cfg.resources.custom),
+        )
+        deadline = time.monotonic() + cfg.timeout if cfg.timeout else math.inf
+        while True:
+            stopping = (
+                self._interrupts > 0
+                or self._failures >= cfg.max_failures
+                or time.monotonic() >= deadline
+            )
+            if self._interrupts and not any(r.stop_requested for r in self._running.values()):
+                self._request_stop_all(executor)
+            while not stopping and executor.free_slots(resources) > 0 and self._want_more(study):
+                self._submit(study, executor, resources)
+            if not self._running:
+                break
+            for event in executor.poll(timeout=0.5):
+                if event.kind is EventKind.REPORT:
+                    self._on_report(event, executor)
+                else:
+                    self._on_finished(study, event)
+            self._heartbeat(study)
+
+    def _heartbeat(self, study: optuna.Study) -> None:
+        now = time.time()
+        if now - self._last_heartbeat >= HEARTBEAT_EVERY_S:
+            study._storage.set_study_system_attr(study._study_id, HEARTBEAT_PREFIX + self._driver, now)
+            self._last_heartbeat = now
+
+    def _submit(self, study: optuna.Study, executor: BaseExecutor, resources: TrialResources) -> None:
+        from hpsearch.executors import TrialJob
+
+        trial = study.ask(self.prepared.distributions)
+        study._storage.set_trial_system_attr(trial._trial_id, DRIVER_ATTR, self._driver)
+        attempt = int(trial.user_attrs.get("hpsearch.attempt", 1))
+        params = dict(trial.params)
+        self._running[trial.number] = _Running(trial, params, attempt)
+        executor.submit(
+            TrialJob(
+                number=trial.number,
+                params=params,
+                trainer=self.prepared.trainer,
+                resources=resources,
+                study_name=self.config.name,
+                objective=self.config.objective.metric,
+            )
+        )
+        self._stats.running = len(self._running)
+        self._progress.update(self._stats)
+
+    def _on_report(self, event: TrialEvent, executor: BaseExecutor) -> None:
+        run = self._running.get(event.number)
+        if run is None:
+            return
+        if run.stop_requested:
+            executor.decide(event.number, event.step, True)
+            return
+        run.trial.report(event.value, event.step)
+        executor.decide(event.number, event.step, run.trial.should_prune())
+
+    def _request_stop_all(self, executor: BaseExecutor) -> None:
+        for number, run in self._running.items():
+            run.stop_requested = True
+            executor.decide(number, math.inf, True)  # type: ignore[arg-type]
+
+    def _on_finished(self, study: optuna.Study, event: TrialEvent) -> None:
+        from optuna.trial import TrialState
+
+        run = self._running.pop(event.number, None)
+        if run is None:
+            return
+        outcome = event.outcome
+        assert outcome is not None
+        trial = run.trial
+        attrs: dict[str, Any] = {"placement": outcome.placement}
+        attrs.update(outcome.user_attrs)
+        if outcome.failure is None and not outcome.pruned and run.stop_requested and self._interrupts:
+            pass  # finished its work before the stop arrived: keep the result
+        elif run.stop_requested and self._interrupts:
+            self._fail(study, run, "interrupted", attrs, retry=True)
+            return
+        if outcome.failure is not None:
+            f = outcome.failure
+            attrs.update({"fail_type": f.type, "fail_message": f.message, "traceback": f.traceback})
+            retry = f.retriable and run.attempt <= self.config.max_retries
+            self._failures += 1
+            self._fail(study, run, f.reason, attrs, retry=retry)
+            return
+        if outcome.pruned:
+            self._write_attrs(trial, attrs)
+            study.tell(trial, state=TrialState.PRUNED)
+            self._refresh_stats(study)
+            return
+        metric = self.config.objective.metric
+        value = outcome.metrics.get(metric)
+        if value is None or not math.isfinite(value):
+            reason = (
+                f"trainer returned no metric {metric!r} (got: {', '.join(outcome.metrics) or 'nothing'}); "
+                "set objective.metric to one of those"
+                if value is None
+                else f"non-finite objective value {value}"
+            )
+            self._failures += 1
+            attrs["metrics"] = {k: v for k, v in outcome.metrics.items() if math.isfinite(v)}
+            self._fail(study, run, reason, attrs, retry=False)
+            return
+        attrs["metrics"] = outcome.metrics
+        self._write_attrs(trial, attrs)
+        if outcome.artifacts:
+            self._upload_artifacts(study, trial, outcome.artifacts, value)
+        study.tell(trial, value)
+        self._refresh_stats(study)
+
+    def _fail(self, study: optuna.Study, run: _Running, reason: str, attrs: dict[str, Any], *, retry: bool) -> None:
+        from optuna.trial import TrialState
+
+        attrs["fail_reason"] = reason
+        self._write_attrs(run.trial, attrs)
+        if retry:
+            study._storage.set_trial_system_attr(run.trial._trial_id, RETRY_ATTR, True)
+        study.tell(run.trial, state=TrialState.FAIL)
+        if retry:
+            self._requeue(study, run.params, run.trial.number, run.attempt)
+        self._refresh_stats(study)
+
+    @staticmethod
+    def _write_attrs(trial: optuna.trial.Trial, attrs: dict[str, Any]) -> None:
+        for key, value in attrs.items():
+            trial.set_user_attr(key, _jsonable(value))
+
+    def _upload_artifacts(self, study: optuna.Study, trial: optuna.trial.Trial, files: dict[str, bytes], value: float) -> None:
+        from optuna.artifacts import FileSystemArtifactStore, upload_artifact
+
+        if self._artifact_store is None:
+            root = self.config.resolved_artifacts()
+            root.mkdir(parents=True, exist_ok=True)
+            self._artifact_store = FileSystemArtifactStore(str(root))
+        sign = 1 if self.config.objective.direction == "maximize" else -1
+        is_best = self._best is None or sign * value > sign * self._best
+        model = {k: v for k, v in files.items() if k.startswith(MODEL_DIR)}
+        ids: dict[str, str] = {}
+        with tempfile.TemporaryDirectory(prefix="hps-art-") as tmp:
+            for name, data in files.items():
+                if name.startswith(MODEL_DIR):
+                    continue
+                path = Path(tmp) / name.replace("/", "__")
+                path.write_bytes(data)
+                ids[name] = upload_artifact(
+                    artifact_store=self._artifact_store, file_path=str(path), study_or_trial=trial
+                )
+            if model and is_best:
+                path = Path(tmp) / "model.tar"
+                with tarfile.open(path, "w") as tar:
+                    for name, data in model.items():
+                        info = tarfile.TarInfo(name[len(MODEL_DIR):])
+                        info.size = len(data)
+                        import io
+
+                        tar.addfile(info, io.BytesIO(data))
+                ids["model.tar"] = upload_artifact(
+                    artifact_store=self._artifact_store, file_path=str(path), study_or_trial=trial
+                )
+        trial.set_user_attr("artifacts", ids)
+
+    def _abandon_running(self, study: optuna.Study, executor: BaseExecutor) -> None:
+        """Second Ctrl-C: record running trials as interrupted and queue them again."""
+        for number in list(self._running):
+            run = self._running.pop(number)
+            executor.cancel(number)
+            try:
+                self._fail(study, run, "interrupted", {}, retry=True)
+            except Exception:  # noqa: BLE001 - the next run recovers them as orphans
+                pass
+            self._running[number] = run  # counted in the message
+
+
+def _jsonable(value: Any) -> Any:
+    try:
+        json.dumps(value)
+        return value
+    except (TypeError, ValueError):
+        return one_line(repr(value))[:1000]

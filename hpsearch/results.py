@@ -1,0 +1,108 @@
+"""Reading studies back: :class:`StudyResult` for notebooks and the CLI."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from hpsearch.config import StudyConfig
+from hpsearch.errors import StorageError
+from hpsearch.storage import check_storage, mask_url, open_storage
+
+if TYPE_CHECKING:
+    import optuna
+    import pandas as pd
+
+__all__ = ["StudyResult", "load_result"]
+
+
+class StudyResult:
+    """A study in storage, read without writing to it."""
+
+    def __init__(self, study_name: str, storage_url: str, *, config: StudyConfig | None = None) -> None:
+        self.study_name = study_name
+        self.storage_url = storage_url
+        self.config = config
+        self.orphans_recovered = 0
+
+    def __repr__(self) -> str:
+        return f"StudyResult({self.study_name!r}, {mask_url(self.storage_url)!r})"
+
+    @cached_property
+    def study(self) -> optuna.Study:
+        import optuna
+
+        storage = open_storage(self.storage_url, create=False)
+        try:
+            return optuna.load_study(study_name=self.study_name, storage=storage)
+        except KeyError:
+            raise StorageError(
+                f"no study named {self.study_name!r} in {mask_url(self.storage_url)}; run it first"
+            ) from None
+
+    def _complete(self) -> list[optuna.trial.FrozenTrial]:
+        from optuna.trial import TrialState
+
+        return self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+
+    @property
+    def best_trial(self) -> optuna.trial.FrozenTrial:
+        if not self._complete():
+            raise StorageError(f"study {self.study_name!r} has no COMPLETE trial yet")
+        return self.study.best_trial
+
+    @property
+    def best_params(self) -> dict[str, Any]:
+        return dict(self.best_trial.params)
+
+    @property
+    def best_value(self) -> float:
+        value = self.best_trial.value
+        assert value is not None
+        return value
+
+    def counts(self) -> dict[str, int]:
+        """Number of trials per state name (COMPLETE, PRUNED, FAIL, RUNNING, WAITING)."""
+        out: dict[str, int] = {}
+        for t in self.study.get_trials(deepcopy=False):
+            out[t.state.name] = out.get(t.state.name, 0) + 1
+        return out
+
+    def trials_dataframe(self, *, best_first: bool = False) -> pd.DataFrame:
+        """One row per trial: number, state, value, params_*, metrics, host, reason, duration."""
+        import pandas as pd
+
+        rows = []
+        for t in self.study.get_trials(deepcopy=False):
+            row: dict[str, Any] = {
+                "number": t.number,
+                "state": t.state.name,
+                "value": t.value,
+                "duration_s": t.duration.total_seconds() if t.duration else None,
+            }
+            row.update({f"params_{k}": v for k, v in t.params.items()})
+            for k, v in (t.user_attrs.get("metrics") or {}).items():
+                row[f"metric_{k}"] = v
+            placement = t.user_attrs.get("placement") or {}
+            row["host"] = placement.get("host")
+            row["device"] = placement.get("device")
+            row["fail_reason"] = t.user_attrs.get("fail_reason")
+            rows.append(row)
+        frame = pd.DataFrame(rows)
+        if best_first and len(frame):
+            desc = self.study.direction.name == "MAXIMIZE"
+            frame = frame.sort_values(["value", "number"], ascending=[not desc, True], na_position="last")
+            frame = frame.reset_index(drop=True)
+        return frame
+
+
+def load_result(
+    study: str | StudyConfig, *, storage: str | None = None, name: str | None = None
+) -> StudyResult:
+    """The stored result of a study file (or of ``name`` in ``storage``)."""
+    from hpsearch.config import load_config
+
+    cfg = study if isinstance(study, StudyConfig) else load_config(study)
+    url = storage or cfg.resolved_storage()
+    check_storage(url, file=str(cfg.source or "<study>"), must_exist=True)
+    return StudyResult(name or cfg.name, url, config=cfg)

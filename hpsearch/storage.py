@@ -1,0 +1,155 @@
+"""Storage URLs -> Optuna's RDBStorage (SQLite or PostgreSQL), and secret masking.
+
+SQLite files run in WAL mode with ``synchronous=NORMAL`` and a busy timeout:
+the study manager is the only writer, readers (dashboard, ``hpsearch show``)
+never block it, and a commit costs no fsync.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from hpsearch.errors import ConfigError, StorageError, one_line
+
+if TYPE_CHECKING:
+    import optuna
+
+__all__ = ["mask_url", "mask_secrets", "check_storage", "open_storage", "sqlite_path"]
+
+_SUPPORTED = ("sqlite", "postgresql", "postgresql+psycopg", "postgresql+psycopg2", "mysql+pymysql")
+_PASSWORD_RE = re.compile(r"(?P<head>[a-z][a-z0-9+.\-]*://[^:/@\s]*:)(?P<pw>[^@\s]*)(?P<at>@)", re.I)
+SQLITE_BUSY_TIMEOUT_S = 60.0
+
+
+def mask_url(url: str) -> str:
+    """The URL with its password replaced by ``***``."""
+    return _PASSWORD_RE.sub(lambda m: f"{m['head']}***{m['at']}", url)
+
+
+def mask_secrets(text: str, *secrets: str | None) -> str:
+    """``text`` with every URL password and every given secret replaced by ``***``."""
+    text = mask_url(text)
+    for s in secrets:
+        if s:
+            text = text.replace(s, "***")
+    return text
+
+
+def url_password(url: str) -> str | None:
+    try:
+        return urlsplit(url).password
+    except ValueError:
+        return None
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URL (None for other URLs or memory)."""
+    if not url.startswith("sqlite:"):
+        return None
+    rest = url[len("sqlite:") :]
+    if not rest.startswith("///") or rest in ("///", "///:memory:"):
+        return None
+    return Path(rest[3:].split("?", 1)[0])
+
+
+class _SQLiteConnect:
+    """Connection factory applying our pragmas (picklable, unlike a closure)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __call__(self) -> sqlite3.Connection:
+        con = sqlite3.connect(self.path, timeout=SQLITE_BUSY_TIMEOUT_S, check_same_thread=False)
+        con.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
+        con.execute("PRAGMA journal_mode=WAL")
+        con.execute("PRAGMA synchronous=NORMAL")
+        con.execute("PRAGMA foreign_keys=ON")
+        return con
+
+
+def check_storage(url: str, *, field: str = "storage", file: str = "<study>", must_exist: bool = False) -> None:
+    """Check the URL can be used, without creating or writing anything.
+
+    Raises:
+        ConfigError: Unsupported or malformed URL.
+        StorageError: Unreachable server, missing folder, or (``must_exist``) no database.
+    """
+    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    if scheme not in _SUPPORTED:
+        raise ConfigError(
+            f"{file}: {field}: unsupported storage URL {mask_url(url)!r}; use "
+            "sqlite:///path/to/file.db or postgresql+psycopg://user@host:port/db"
+        )
+    path = sqlite_path(url)
+    if scheme == "sqlite":
+        if path is None:
+            raise ConfigError(
+                f"{file}: {field}: {mask_url(url)!r} is not a SQLite file URL; write "
+                "sqlite:///relative.db or sqlite:////absolute/path.db"
+            )
+        if path.is_dir():
+            raise StorageError(f"{file}: {field}: {path} is a directory, not a database file")
+        if must_exist and not path.exists():
+            raise StorageError(f"{file}: {field}: no database at {path}; run the study first")
+        parent = path.parent if str(path.parent) else Path(".")
+        if not parent.is_dir():
+            raise StorageError(
+                f"{file}: {field}: folder {parent} does not exist; create it or fix the path"
+            )
+        if path.exists():
+            try:
+                with open(path, "rb") as fh:
+                    head = fh.read(16)
+            except OSError as e:
+                raise StorageError(f"{file}: {field}: cannot read {path}: {e.strerror}") from None
+            if head and head != b"SQLite format 3\x00":
+                raise StorageError(f"{file}: {field}: {path} is not a SQLite database")
+        return
+    import sqlalchemy
+
+    try:
+        engine = sqlalchemy.create_engine(url, connect_args=_connect_args(scheme), poolclass=sqlalchemy.pool.NullPool)
+        with engine.connect() as con:
+            con.execute(sqlalchemy.text("SELECT 1"))
+        engine.dispose()
+    except Exception as e:  # noqa: BLE001 - every driver error means "cannot use it"
+        msg = mask_secrets(one_line(str(e).split("\n")[0]), url_password(url))
+        raise StorageError(
+            f"{file}: {field}: cannot connect to {mask_url(url)}: {msg[:200]}; "
+            "check host, port, database and credentials"
+        ) from None
+
+
+def _connect_args(scheme: str) -> dict[str, Any]:
+    if scheme.startswith("postgresql"):
+        return {"connect_timeout": 10}
+    return {}
+
+
+def open_storage(url: str, *, create: bool = True) -> optuna.storages.RDBStorage:
+    """An Optuna RDBStorage for ``url`` with our engine settings.
+
+    Args:
+        url: SQLite or server URL (already checked with :func:`check_storage`).
+        create: Create Optuna's tables if missing; False opens read-only use.
+    """
+    import optuna
+
+    path = sqlite_path(url)
+    engine_kwargs: dict[str, Any]
+    if path is not None:
+        engine_kwargs = {"creator": _SQLiteConnect(str(path))}
+    else:
+        scheme = url.split("://", 1)[0].lower()
+        engine_kwargs = {"pool_pre_ping": True, "connect_args": _connect_args(scheme)}
+    try:
+        return optuna.storages.RDBStorage(
+            url, engine_kwargs=engine_kwargs, skip_table_creation=not create
+        )
+    except Exception as e:  # noqa: BLE001
+        msg = mask_secrets(one_line(str(e).split("\n")[0]), url_password(url))
+        raise StorageError(f"storage {mask_url(url)}: {msg[:300]}") from None

@@ -1,0 +1,211 @@
+"""The trainer interface: what one trial does.
+
+A trainer is built from the study's ``trainer:`` settings (validated by its
+``Settings`` model), checked once in the driver before any trial starts
+(:meth:`BaseTrainer.validate`), optionally prepared once per study run
+(:meth:`BaseTrainer.prepare`, e.g. a tokenisation cache), then run once per
+trial, possibly in another process or on another machine (:meth:`BaseTrainer.run`).
+
+Trainers never write to storage. They talk to the study manager only through
+the :class:`TrialContext`: ``report`` sends an intermediate value, ``should_prune``
+returns the manager's decision for the last reported step, ``set_user_attr`` and
+files written under ``artifact_dir`` travel back with the result.
+"""
+
+from __future__ import annotations
+
+import abc
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
+
+from pydantic import BaseModel, ConfigDict
+
+__all__ = [
+    "BaseTrainer",
+    "TrainerSettings",
+    "TrialContext",
+    "TrialPruned",
+    "TrialResources",
+    "ReportChannel",
+    "RecordingChannel",
+]
+
+
+class TrialPruned(Exception):
+    """Raised by a trainer to stop a trial the manager decided to prune (or stop)."""
+
+
+class TrainerSettings(BaseModel):
+    """Base for each trainer kind's settings: unknown keys are refused."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass(frozen=True)
+class TrialResources:
+    """What one trial was given: CPUs per worker, GPUs per worker, workers."""
+
+    cpus: float = 1.0
+    gpus: float = 0.0
+    workers: int = 1
+    custom: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def threads(self) -> int:
+        """Torch/BLAS threads a worker should use: the CPUs it was given, at least 1."""
+        return max(1, int(self.cpus))
+
+
+class ReportChannel(Protocol):
+    """How a running trial talks to the manager (provided by the executor)."""
+
+    def report(self, trial_number: int, step: int, value: float) -> None: ...
+
+    def decision(self, trial_number: int, step: int) -> bool:
+        """Block until the manager decided on ``step``; True means stop now."""
+        ...
+
+
+class RecordingChannel:
+    """A channel that keeps reports in memory and asks ``prune(step, value)``.
+
+    Used by tests and by trainers run outside a study.
+    """
+
+    def __init__(self, prune: Any = None) -> None:
+        self.reports: list[tuple[int, float]] = []
+        self._prune = prune
+
+    def report(self, trial_number: int, step: int, value: float) -> None:
+        self.reports.append((step, value))
+
+    def decision(self, trial_number: int, step: int) -> bool:
+        if self._prune is None:
+            return False
+        return bool(self._prune(step, dict(self.reports)[step]))
+
+
+class TrialContext:
+    """The running trial's view of the study.
+
+    Thread safety: one context belongs to one trial; in a data-parallel trial
+    only rank 0 reports, and ``should_prune`` is broadcast by the trainer.
+    """
+
+    def __init__(
+        self,
+        *,
+        trial_number: int,
+        params: dict[str, Any],
+        resources: TrialResources,
+        channel: ReportChannel,
+        study_name: str = "",
+        objective: str = "value",
+        work_dir: Path | None = None,
+    ) -> None:
+        self.trial_number = trial_number
+        #: Name of the metric the study optimises; report this one.
+        self.objective = objective
+        self.params = dict(params)
+        self.resources = resources
+        self.study_name = study_name
+        self.user_attrs: dict[str, Any] = {}
+        self._channel = channel
+        self._last_step: int | None = None
+        self._pruned = False
+        self._work_dir = work_dir
+        self._artifact_dir: Path | None = None
+
+    @property
+    def artifact_dir(self) -> Path:
+        """A private local folder; files left here are stored as the trial's artifacts."""
+        if self._artifact_dir is None:
+            base = self._work_dir or Path(tempfile.gettempdir())
+            base.mkdir(parents=True, exist_ok=True)
+            self._artifact_dir = Path(
+                tempfile.mkdtemp(prefix=f"trial{self.trial_number}-", dir=base)
+            )
+        return self._artifact_dir
+
+    @property
+    def has_artifacts(self) -> bool:
+        return self._artifact_dir is not None and any(os.scandir(self._artifact_dir))
+
+    def report(self, value: float, step: int) -> None:
+        """Send an intermediate objective value for ``step`` (an epoch, or N steps)."""
+        step = int(step)
+        if self._last_step is not None and step <= self._last_step:
+            raise ValueError(
+                f"report(step={step}) after step {self._last_step}: steps must increase"
+            )
+        self._last_step = step
+        self._channel.report(self.trial_number, step, float(value))
+
+    def should_prune(self) -> bool:
+        """The manager's decision for the last reported step (waits for it)."""
+        if self._pruned:
+            return True
+        if self._last_step is None:
+            return False
+        self._pruned = self._channel.decision(self.trial_number, self._last_step)
+        return self._pruned
+
+    def set_user_attr(self, key: str, value: Any) -> None:
+        """Record a JSON-serialisable attribute with the trial."""
+        self.user_attrs[key] = value
+
+
+class BaseTrainer(abc.ABC):
+    """What one trial does.
+
+    Subclasses set ``kind`` (the YAML ``trainer.kind``) and ``Settings`` (a
+    :class:`TrainerSettings` model of the other ``trainer:`` keys) and implement
+    :meth:`run`. Heavy imports (torch, transformers) belong inside methods, so
+    that loading a study stays fast.
+
+    Instances are pickled to the worker that runs a trial: keep them small and
+    put caches on disk or in module globals, not on ``self``.
+    """
+
+    kind: ClassVar[str]
+    Settings: ClassVar[type[TrainerSettings]]
+    #: True when the trainer can run one trial on several data-parallel workers.
+    supports_workers: ClassVar[bool] = False
+    #: Parameter names this trainer understands (None: any, as for ``python``).
+    tunable: ClassVar[frozenset[str] | None] = None
+
+    def __init__(self, settings: TrainerSettings, *, study_dir: Path) -> None:
+        self.settings = settings
+        self.study_dir = Path(study_dir)
+
+    def validate(self, param_names: set[str]) -> None:
+        """Check, in the driver and before any trial, that the trainer can run.
+
+        Raise :class:`hpsearch.ConfigError` (naming ``trainer.<field>``) or
+        :class:`hpsearch.TrainerError` otherwise. The default checks that every
+        searched parameter is one this trainer understands.
+        """
+        if self.tunable is None:
+            return
+        unknown = sorted(param_names - self.tunable)
+        if unknown:
+            from hpsearch.errors import ConfigError
+
+            raise ConfigError(
+                f"search_space.{unknown[0]}: trainer {self.kind!r} has no parameter "
+                f"{unknown[0]!r}; tunable parameters are: {', '.join(sorted(self.tunable))}"
+            )
+
+    def prepare(self) -> None:
+        """Driver-side work done once per study run before trials (e.g. caches)."""
+
+    @abc.abstractmethod
+    def run(self, params: dict[str, Any], ctx: TrialContext) -> dict[str, float] | float:
+        """Run one trial and return its final metrics (or the objective value).
+
+        Call ``ctx.report(value, step)`` for intermediate values and raise
+        :class:`TrialPruned` when ``ctx.should_prune()`` is true.
+        """

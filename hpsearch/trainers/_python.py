@@ -1,0 +1,101 @@
+"""Trainer ``python``: any function ``f(params)`` or ``f(params, ctx)``."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import inspect
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+
+from hpsearch.errors import ConfigError, one_line
+from hpsearch.trainers._base import BaseTrainer, TrainerSettings, TrialContext
+
+__all__ = ["PythonTrainer", "load_function"]
+
+_CACHE: dict[tuple[str, str], Callable[..., Any]] = {}
+
+
+def load_function(spec: str, base_dir: Path, *, field: str = "trainer.function") -> Callable[..., Any]:
+    """Import ``module:function`` or ``path/to/file.py:function``.
+
+    Only the module or file the user named is imported; a relative file path
+    resolves from ``base_dir`` (the study file's folder).
+    """
+    key = (spec, str(base_dir))
+    if key in _CACHE:
+        return _CACHE[key]
+    target, sep, attr = spec.rpartition(":")
+    if not sep or not target or not attr.isidentifier():
+        raise ConfigError(
+            f"{field}: expected 'module:function' or 'file.py:function', got {spec!r}"
+        )
+    try:
+        if target.endswith(".py"):
+            path = Path(target)
+            if not path.is_absolute():
+                path = (base_dir / path).resolve()
+            if not path.is_file():
+                raise ConfigError(f"{field}: file {path} does not exist; fix the path in {spec!r}")
+            name = f"hpsearch_user_{abs(hash(str(path)))}"
+            module_spec = importlib.util.spec_from_file_location(name, path)
+            assert module_spec is not None and module_spec.loader is not None
+            module = importlib.util.module_from_spec(module_spec)
+            sys.modules[name] = module
+            module_spec.loader.exec_module(module)
+        else:
+            if str(base_dir) not in sys.path:
+                sys.path.insert(0, str(base_dir))
+            module = importlib.import_module(target)
+    except ConfigError:
+        raise
+    except ModuleNotFoundError as e:
+        raise ConfigError(
+            f"{field}: cannot import module {target!r} ({e}); install it, or name a file as 'file.py:{attr}'"
+        ) from None
+    except Exception as e:  # noqa: BLE001 - the user's module failed while importing
+        raise ConfigError(
+            one_line(f"{field}: importing {target!r} raised {type(e).__name__}: {e}")
+        ) from None
+    fn = getattr(module, attr, None)
+    if not callable(fn):
+        raise ConfigError(f"{field}: {target!r} has no function {attr!r}; check the name")
+    _CACHE[key] = fn
+    return fn
+
+
+class PythonSettings(TrainerSettings):
+    function: str
+    #: Fixed values passed with every trial's params (params win on a clash).
+    defaults: dict[str, Any] = Field(default_factory=dict)
+
+
+class PythonTrainer(BaseTrainer):
+    """Calls a user function with the trial's params (and the context, if it takes two)."""
+
+    kind = "python"
+    Settings = PythonSettings
+    settings: PythonSettings
+
+    def validate(self, param_names: set[str]) -> None:
+        fn = load_function(self.settings.function, self.study_dir)
+        try:
+            n = len(inspect.signature(fn).parameters)
+        except (TypeError, ValueError):
+            n = 1
+        if n not in (1, 2):
+            raise ConfigError(
+                f"trainer.function: {self.settings.function} takes {n} arguments; "
+                "write f(params) or f(params, ctx)"
+            )
+
+    def run(self, params: dict[str, Any], ctx: TrialContext) -> dict[str, float] | float:
+        fn = load_function(self.settings.function, self.study_dir)
+        merged = {**self.settings.defaults, **params}
+        if len(inspect.signature(fn).parameters) == 2:
+            return fn(merged, ctx)
+        return fn(merged)

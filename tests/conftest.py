@@ -1,0 +1,72 @@
+"""Shared helpers: write study files into tmp_path and run the real CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+
+@pytest.fixture
+def write_study(tmp_path: Path):
+    """Write a study YAML (and optional extra files) into tmp_path; return its path."""
+
+    def write(text: str, name: str = "study.yaml", **files: str) -> Path:
+        for fname, content in files.items():
+            (tmp_path / fname).write_text(textwrap.dedent(content))
+        path = tmp_path / name
+        path.write_text(textwrap.dedent(text))
+        return path
+
+    return write
+
+
+def run_cli(*args: str | os.PathLike[str], cwd: Path | None = None, timeout: float = 300, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m hpsearch ARGS`` as a user would, capturing output."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "hpsearch", *map(str, args)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=full_env,
+    )
+
+
+OBJECTIVES = '''
+import math, os, time
+
+def quadratic(params):
+    return (params["x"] - 2) ** 2
+
+def slow_grid(params):
+    time.sleep(float(os.environ.get("HPS_TEST_SLEEP", "1.0")))
+    return params["a"] * 10 + params["b"]
+
+def always_fails(params):
+    raise ValueError("boom: the trainer always fails")
+
+def curve(params, ctx):
+    # Good slopes climb, bad ones stay low; a pruner should stop the bad ones.
+    value = 0.0
+    for step in range(1, 11):
+        value = params["slope"] * step
+        ctx.report(value, step)
+        if ctx.should_prune():
+            from hpsearch.trainers import TrialPruned
+            raise TrialPruned()
+        time.sleep(0.01)
+    return {"score": value, "steps": step}
+'''
