@@ -70,3 +70,16 @@ def curve(params, ctx):
         time.sleep(0.01)
     return {"score": value, "steps": step}
 '''
+
+WORKER_KILL = '''
+import os, time
+from pathlib import Path
+
+def die_once(params):
+    marker = Path(__file__).with_name("attempted")
+    if not marker.exists():
+        marker.write_text("1")
+        Path(__file__).with_name("worker.pid").write_text(str(os.getpid()))
+        time.sleep(120)
+    return params["x"]
+'''

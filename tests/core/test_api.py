@@ -1,0 +1,137 @@
+"""The Python API, the local executor and the manager's recovery logic."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+import hpsearch
+from hpsearch.manager import DRIVER_ATTR
+from tests.conftest import OBJECTIVES, WORKER_KILL, run_cli
+
+STUDY = """
+name: api
+objective: {metric: value, direction: minimize}
+sampler: {name: tpe, seed: 0}
+n_trials: 8
+executor: local
+search_space:
+  x: {type: float, low: -10, high: 10}
+trainer: {kind: python, function: "obj.py:quadratic"}
+"""
+
+
+def test_run_study_returns_result(write_study):
+    path = write_study(STUDY, **{"obj.py": OBJECTIVES})
+    result = hpsearch.run_study(str(path), n_trials=5)
+    assert result.counts() == {"COMPLETE": 5}
+    assert result.best_value == pytest.approx((result.best_params["x"] - 2) ** 2)
+    frame = result.trials_dataframe(best_first=True)
+    assert list(frame["number"].sort_values()) == [0, 1, 2, 3, 4]
+    assert frame["value"].is_monotonic_increasing  # minimize: best first
+    assert {"params_x", "metric_value", "host", "duration_s"} <= set(frame.columns)
+    again = hpsearch.run_study(str(path), n_trials=5)
+    assert again.counts() == {"COMPLETE": 5}
+    assert hpsearch.run_study(str(path), more=2).counts() == {"COMPLETE": 7}
+
+
+def test_api_raises_config_error_and_writes_nothing(write_study, tmp_path):
+    path = write_study(STUDY.replace("tpe", "bogus"), **{"obj.py": OBJECTIVES})
+    with pytest.raises(hpsearch.ConfigError, match=r"sampler\.name: unknown sampler 'bogus'"):
+        hpsearch.run_study(str(path))
+    assert not (tmp_path / "hpsearch.db").exists()
+
+
+def test_orphans_are_failed_and_their_params_retried_first(write_study, tmp_path):
+    path = write_study(STUDY, **{"obj.py": OBJECTIVES})
+    storage = f"sqlite:///{tmp_path / 'hpsearch.db'}"
+    hpsearch.run_study(str(path), n_trials=2)
+    # A trial left RUNNING by a driver that died (same host, a pid that is gone).
+    study = optuna.load_study(study_name="api", storage=storage)
+    trial = study.ask({"x": optuna.distributions.FloatDistribution(-10, 10)})
+    study._storage.set_trial_system_attr(trial._trial_id, DRIVER_ATTR, f"{os.uname().nodename}:999999999:1")
+    orphan_x = trial.params["x"]
+    result = hpsearch.run_study(str(path), n_trials=4)
+    assert result.orphans_recovered == 1
+    trials = result.study.get_trials(deepcopy=False)
+    orphan = trials[trial.number]
+    assert orphan.state == TrialState.FAIL and orphan.user_attrs["fail_reason"] == "orphaned"
+    retry = trials[trial.number + 1]  # retried first
+    assert retry.params["x"] == orphan_x and retry.state == TrialState.COMPLETE
+    assert retry.user_attrs["hpsearch.retry_of"] == trial.number
+    assert result.counts() == {"COMPLETE": 4, "FAIL": 1}
+
+
+def test_running_trial_of_a_live_driver_is_left_alone(write_study, tmp_path):
+    path = write_study(STUDY, **{"obj.py": OBJECTIVES})
+    storage = f"sqlite:///{tmp_path / 'hpsearch.db'}"
+    hpsearch.run_study(str(path), n_trials=1)
+    study = optuna.load_study(study_name="api", storage=storage)
+    trial = study.ask({"x": optuna.distributions.FloatDistribution(-10, 10)})
+    me = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        start = open(f"/proc/{me.pid}/stat").read().rsplit(")", 1)[1].split()[19]
+        study._storage.set_trial_system_attr(trial._trial_id, DRIVER_ATTR, f"{os.uname().nodename}:{me.pid}:{start}")
+        result = hpsearch.run_study(str(path), n_trials=3)
+        assert result.orphans_recovered == 0
+        assert result.study.trials[trial.number].state == TrialState.RUNNING
+    finally:
+        me.kill()
+
+
+def test_local_executor_prunes(write_study):
+    text = """
+name: lprune
+objective: {metric: score, direction: maximize}
+sampler: {name: random, seed: 1}
+pruner: {name: median, options: {n_startup_trials: 3, n_warmup_steps: 1}}
+n_trials: 14
+executor: local
+search_space:
+  slope: [0.1, 1.0]
+trainer: {kind: python, function: "obj.py:curve"}
+"""
+    path = write_study(text, **{"obj.py": OBJECTIVES})
+    result = hpsearch.run_study(str(path))
+    counts = result.counts()
+    assert counts.get("PRUNED", 0) >= 1 and counts["COMPLETE"] + counts["PRUNED"] == 14
+
+
+@pytest.mark.ray
+def test_killed_ray_worker_is_recorded_and_retried(write_study, tmp_path):
+    text = """
+name: wkill
+objective: {metric: value}
+n_trials: 1
+max_retries: 1
+search_space:
+  x: {type: float, low: 0, high: 1}
+trainer: {kind: python, function: "obj.py:die_once"}
+"""
+    path = write_study(text, **{"obj.py": WORKER_KILL})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hpsearch", "run", str(path), "-q"], cwd=tmp_path,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    pid_file = tmp_path / "worker.pid"
+    deadline = time.time() + 120
+    while not pid_file.exists() and time.time() < deadline:
+        time.sleep(0.2)
+    assert pid_file.exists(), "the trial never started"
+    time.sleep(0.3)
+    os.kill(int(pid_file.read_text()), signal.SIGKILL)
+    out, err = proc.communicate(timeout=180)
+    assert proc.returncode == 0, err[-3000:]
+    study = optuna.load_study(study_name="wkill", storage=f"sqlite:///{tmp_path / 'hpsearch.db'}")
+    first, second = study.trials
+    assert first.state == TrialState.FAIL
+    assert first.user_attrs["fail_reason"].startswith("worker died")
+    assert second.state == TrialState.COMPLETE and second.params == first.params
+    assert second.user_attrs["hpsearch.retry_of"] == first.number
