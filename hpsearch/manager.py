@@ -107,6 +107,11 @@ def prepare(cfg: StudyConfig, *, check_trainer: bool = True) -> Prepared:
         raise ConfigError(
             f"{file}: resources.workers: trainer {trainer.kind!r} runs on one worker; set workers: 1"
         )
+    if cfg.resources.workers > 1 and cfg.executor != "ray":
+        raise ConfigError(
+            f"{file}: resources.workers: data-parallel trials run through Ray Train; "
+            "use executor: ray or set workers: 1"
+        )
     if check_trainer:
         try:
             trainer.validate(set(cfg.search_space))
@@ -317,11 +322,15 @@ class StudyManager:
             old_handler = signal.signal(signal.SIGINT, self._on_sigint)
         try:
             with self._progress:
-                if not self._want_more(study):
+                importing = self.prepared.trainer.imports_trials
+                if not (self._import_wanted(study) if importing else self._want_more(study)):
                     return self._finish(orphans)
                 executor.start()
                 try:
-                    self._loop(study, executor)
+                    if importing:
+                        self._run_import(study, executor)
+                    else:
+                        self._loop(study, executor)
                 except KeyboardInterrupt:
                     self._abandon_running(study, executor)
                     raise Interrupted(
@@ -434,6 +443,91 @@ class StudyManager:
                     self._on_finished(study, event)
             self._heartbeat(study)
 
+    # ------------------------------------------------ whole-search trainers
+
+    def _import_wanted(self, study: optuna.Study) -> bool:
+        """A search trainer runs once per study (again only with ``--more``)."""
+        return self.more is not None or not study.get_trials(deepcopy=False)
+
+    def _run_import(self, study: optuna.Study, executor: BaseExecutor) -> None:
+        """Run a whole-search trainer as one job and import its records as trials."""
+        import optuna
+        from optuna.distributions import json_to_distribution
+        from optuna.trial import TrialState
+
+        from hpsearch.executors import EventKind, TrialJob
+        from hpsearch.trainers import RECORDS_ATTR, TrialRecord
+
+        cfg = self.config
+        resources = TrialResources(cpus=cfg.resources.cpus, gpus=cfg.resources.gpus, custom=dict(cfg.resources.custom))
+        job = TrialJob(-1, {}, self.prepared.trainer, resources, cfg.name, cfg.objective.metric)
+        executor.submit(job)
+        self._stats.running = 1
+        self._progress.update(self._stats)
+        outcome = None
+        while outcome is None:
+            for event in executor.poll(timeout=0.5):
+                if event.kind is EventKind.REPORT:
+                    executor.decide(event.number, event.step, False)
+                elif event.number == -1:
+                    outcome = event.outcome
+            if self._interrupts:
+                executor.cancel(-1)
+                raise KeyboardInterrupt
+        assert outcome is not None
+        if outcome.failure is not None:
+            raise StudyFailedError(
+                f"{self.prepared.file}: trainer {cfg.trainer.kind!r} failed: {outcome.failure.reason}"
+            )
+        attrs = dict(outcome.user_attrs)
+        records = [TrialRecord(**r) for r in attrs.pop(RECORDS_ATTR, [])]
+        import datetime as dt
+
+        trials = []
+        for rec in records:
+            state = TrialState[rec.state]
+            end = dt.datetime.now()
+            start = end - dt.timedelta(seconds=rec.duration_s or 0.0)
+            trials.append(
+                optuna.trial.create_trial(
+                    state=state,
+                    value=rec.value if state == TrialState.COMPLETE else None,
+                    params=rec.params,
+                    distributions={k: json_to_distribution(v) for k, v in rec.distributions.items()},
+                    user_attrs={**_jsonable_dict(rec.user_attrs), "placement": outcome.placement},
+                )
+            )
+            trials[-1].datetime_start, trials[-1].datetime_complete = start, end
+        study.add_trials(trials)
+        # Failed fits are data (FAIL trials with their reason), not a failure budget.
+        for key, value in attrs.items():
+            study.set_user_attr(key, _jsonable(value))
+        if outcome.artifacts:
+            self._upload_study_artifacts(study, outcome.artifacts)
+        self._refresh_stats(study)
+
+    def _artifact_store_or_create(self) -> Any:
+        from optuna.artifacts import FileSystemArtifactStore
+
+        if self._artifact_store is None:
+            root = self.config.resolved_artifacts()
+            root.mkdir(parents=True, exist_ok=True)
+            self._artifact_store = FileSystemArtifactStore(str(root))
+        return self._artifact_store
+
+    def _upload_study_artifacts(self, study: optuna.Study, files: dict[str, bytes]) -> None:
+        from optuna.artifacts import upload_artifact
+
+        ids = dict(study.user_attrs.get("artifacts", {}))
+        with tempfile.TemporaryDirectory(prefix="hps-art-") as tmp:
+            for name, data in files.items():
+                path = Path(tmp) / name.replace("/", "__")
+                path.write_bytes(data)
+                ids[name] = upload_artifact(
+                    artifact_store=self._artifact_store_or_create(), file_path=str(path), study_or_trial=study
+                )
+        study.set_user_attr("artifacts", ids)
+
     def _heartbeat(self, study: optuna.Study) -> None:
         now = time.time()
         if now - self._last_heartbeat >= HEARTBEAT_EVERY_S:
@@ -542,12 +636,9 @@ class StudyManager:
             trial.set_user_attr(key, _jsonable(value))
 
     def _upload_artifacts(self, study: optuna.Study, trial: optuna.trial.Trial, files: dict[str, bytes], value: float) -> None:
-        from optuna.artifacts import FileSystemArtifactStore, upload_artifact
+        from optuna.artifacts import upload_artifact
 
-        if self._artifact_store is None:
-            root = self.config.resolved_artifacts()
-            root.mkdir(parents=True, exist_ok=True)
-            self._artifact_store = FileSystemArtifactStore(str(root))
+        self._artifact_store_or_create()
         sign = 1 if self.config.objective.direction == "maximize" else -1
         is_best = self._best is None or sign * value > sign * self._best
         model = {k: v for k, v in files.items() if k.startswith(MODEL_DIR)}
@@ -585,6 +676,10 @@ class StudyManager:
             except Exception:  # noqa: BLE001 - the next run recovers them as orphans
                 pass
             self._running[number] = run  # counted in the message
+
+
+def _jsonable_dict(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: _jsonable(v) for k, v in values.items()}
 
 
 def _jsonable(value: Any) -> Any:

@@ -83,3 +83,30 @@ def die_once(params):
         time.sleep(120)
     return params["x"]
 '''
+
+DDP = '''
+import hashlib, time
+import torch
+import torch.distributed as dist
+from hpsearch.trainers import TrialPruned
+
+def ddp_fit(params, ctx):
+    torch.manual_seed(dist.get_rank())  # different init per rank: DDP must sync it
+    model = torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(8, 1))
+    opt = torch.optim.Adam(model.parameters(), lr=params["lr"])
+    g = torch.Generator().manual_seed(100 + dist.get_rank())  # each rank its own shard
+    x = torch.randn(64, 8, generator=g)
+    y = x.sum(dim=1, keepdim=True)
+    for epoch in range(1, params.get("epochs", 3) + 1):
+        loss = torch.nn.functional.mse_loss(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        ctx.report(-float(loss), epoch)
+        if ctx.should_prune():
+            raise TrialPruned()
+    flat = torch.cat([p.detach().flatten() for p in model.parameters()])
+    ctx.set_user_attr("weights_checksum", hashlib.sha256(flat.numpy().tobytes()).hexdigest())
+    ctx.set_user_attr("world_size", dist.get_world_size())
+    return {"neg_loss": -float(loss)}
+'''

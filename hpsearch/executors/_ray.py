@@ -46,6 +46,7 @@ class _Hub:
         self._new = asyncio.Event()
         self._decisions: dict[int, tuple[float, bool]] = {}
         self._waiters: dict[int, asyncio.Event] = {}
+        self._outcomes: dict[int, dict[int, Any]] = {}
 
     async def report(self, number: int, step: int, value: float) -> None:
         self._events.append((number, step, value))
@@ -74,6 +75,12 @@ class _Hub:
             await ev.wait()
             ev.clear()
 
+    async def put_outcome(self, number: int, rank: int, outcome: Any) -> None:
+        self._outcomes.setdefault(number, {})[rank] = outcome
+
+    async def take_outcomes(self, number: int) -> dict[int, Any]:
+        return self._outcomes.pop(number, {})
+
     async def forget(self, number: int) -> None:
         self._decisions.pop(number, None)
         self._waiters.pop(number, None)
@@ -97,7 +104,12 @@ class _HubChannel:
 def _run_remote(job: TrialJob, hub: Any) -> TrialOutcome:
     import ray
 
-    outcome = execute_trial(job, _HubChannel(hub))
+    if job.resources.workers > 1:
+        from hpsearch.executors._ray_train import run_data_parallel
+
+        outcome = run_data_parallel(job, hub)
+    else:
+        outcome = execute_trial(job, _HubChannel(hub))
     ctx = ray.get_runtime_context()
     outcome.placement["node_id"] = ctx.get_node_id()
     outcome.placement["node_ip"] = ray.util.get_node_ip_address()

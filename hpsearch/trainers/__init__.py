@@ -5,16 +5,19 @@ from __future__ import annotations
 import importlib
 
 from hpsearch.trainers._base import (
+    RECORDS_ATTR,
     BaseTrainer,
     RecordingChannel,
     ReportChannel,
     TrainerSettings,
     TrialContext,
     TrialPruned,
+    TrialRecord,
     TrialResources,
 )
 
 __all__ = [
+    "RECORDS_ATTR",
     "BaseTrainer",
     "RecordingChannel",
     "ReportChannel",
@@ -22,6 +25,7 @@ __all__ = [
     "TrainerSettings",
     "TrialContext",
     "TrialPruned",
+    "TrialRecord",
     "TrialResources",
     "trainer_class",
 ]
@@ -30,6 +34,7 @@ __all__ = [
 TRAINERS: dict[str, str] = {
     "python": "hpsearch.trainers._python:PythonTrainer",
     "sklearn_cv": "hpsearch.trainers._sklearn_cv:SklearnCVTrainer",
+    "sklearn_search": "hpsearch.trainers._sklearn_search:SklearnSearchTrainer",
     "text_classification": "hpsearch.trainers._text:TextClassificationTrainer",
 }
 

@@ -28,10 +28,33 @@ __all__ = [
     "TrainerSettings",
     "TrialContext",
     "TrialPruned",
+    "TrialRecord",
+    "RECORDS_ATTR",
     "TrialResources",
     "ReportChannel",
     "RecordingChannel",
 ]
+
+
+#: Where an ``imports_trials`` trainer leaves its records (a list of TrialRecord dicts).
+RECORDS_ATTR = "hpsearch.records"
+
+
+@dataclass
+class TrialRecord:
+    """One finished trial computed outside Optuna (e.g. a row of ``cv_results_``).
+
+    ``distributions`` maps each param to Optuna's JSON form
+    (``optuna.distributions.distribution_to_json``); ``state`` is ``COMPLETE``
+    or ``FAIL`` (then ``user_attrs["fail_reason"]`` says why).
+    """
+
+    params: dict[str, Any]
+    distributions: dict[str, str]
+    state: str
+    value: float | None
+    user_attrs: dict[str, Any] = field(default_factory=dict)
+    duration_s: float | None = None
 
 
 class TrialPruned(Exception):
@@ -145,17 +168,48 @@ class TrialContext:
         self._channel.report(self.trial_number, step, float(value))
 
     def should_prune(self) -> bool:
-        """The manager's decision for the last reported step (waits for it)."""
+        """The manager's decision for the last reported step (waits for it).
+
+        In a data-parallel trial every rank must call this at the same
+        points: rank 0 asks the manager and the answer is broadcast, so all
+        ranks stop together and none waits in a collective.
+        """
         if self._pruned:
             return True
-        if self._last_step is None:
-            return False
-        self._pruned = self._channel.decision(self.trial_number, self._last_step)
-        return self._pruned
+        decision = False
+        if self._last_step is not None:
+            decision = self._channel.decision(self.trial_number, self._last_step)
+        if _world_size() > 1:
+            decision = _broadcast_from_rank0(decision)
+        self._pruned = decision
+        return decision
 
     def set_user_attr(self, key: str, value: Any) -> None:
         """Record a JSON-serialisable attribute with the trial."""
         self.user_attrs[key] = value
+
+
+def _world_size() -> int:
+    """torch.distributed's world size, without importing torch if nobody did."""
+    import sys
+
+    if "torch.distributed" not in sys.modules:
+        return 1
+    import torch.distributed as dist
+
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def _broadcast_from_rank0(flag: bool) -> bool:
+    import torch
+    import torch.distributed as dist
+
+    device = torch.device("cpu")
+    if dist.get_backend() == "nccl":
+        device = torch.device("cuda", torch.cuda.current_device())
+    t = torch.tensor([1 if flag else 0], dtype=torch.int32, device=device)
+    dist.broadcast(t, src=0)
+    return bool(t.item())
 
 
 class BaseTrainer(abc.ABC):
@@ -174,6 +228,11 @@ class BaseTrainer(abc.ABC):
     Settings: ClassVar[type[TrainerSettings]]
     #: True when the trainer can run one trial on several data-parallel workers.
     supports_workers: ClassVar[bool] = False
+    #: True for a trainer that runs a whole search itself (e.g. GridSearchCV):
+    #: the manager runs it once, as one job, and imports the
+    #: :class:`TrialRecord` list it leaves in ``ctx.user_attrs[RECORDS_ATTR]``
+    #: as trials; other user attrs become study attributes.
+    imports_trials: ClassVar[bool] = False
     #: Parameter names this trainer understands (None: any, as for ``python``).
     tunable: ClassVar[frozenset[str] | None] = None
 

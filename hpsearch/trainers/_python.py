@@ -79,6 +79,9 @@ class PythonTrainer(BaseTrainer):
 
     kind = "python"
     Settings = PythonSettings
+    #: With ``resources.workers > 1`` the function runs on every rank, with
+    #: torch.distributed initialised by Ray Train; rank 0's ctx reports.
+    supports_workers = True
     settings: PythonSettings
 
     def validate(self, param_names: set[str]) -> None:
