@@ -231,8 +231,10 @@ class StudyManager:
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
 
+        from hpsearch._mirror import MirroredStorage
+
         p = self.prepared
-        storage = open_storage(p.storage_url)
+        storage = MirroredStorage(open_storage(p.storage_url))
         direction = self.config.objective.direction
         for attempt in range(5):
             try:
