@@ -110,3 +110,18 @@ def ddp_fit(params, ctx):
     ctx.set_user_attr("world_size", dist.get_world_size())
     return {"neg_loss": -float(loss)}
 '''
+
+SLOW_EPOCHS = '''
+import time
+from pathlib import Path
+from hpsearch.trainers import TrialPruned
+
+def epochs(params, ctx):
+    Path(__file__).with_name(f"started-{ctx.trial_number}").write_text("1")
+    for step in range(1, 6):
+        time.sleep(float(__import__("os").environ.get("HPS_EPOCH_S", "0.6")))
+        ctx.report(params["x"] * step, step)
+        if ctx.should_prune():
+            raise TrialPruned()
+    return params["x"]
+'''

@@ -186,6 +186,10 @@ def execute_trial(job: TrialJob, channel: ReportChannel) -> TrialOutcome:
             outcome.metrics = {job.objective: _number(result)}
     except TrialPruned:
         outcome.pruned = True
+    except KeyboardInterrupt:
+        # A terminal's Ctrl-C reaches the whole process group, workers too:
+        # the manager records the trial as interrupted and re-runs it.
+        outcome.failure = Failure(reason="interrupted", type="KeyboardInterrupt", retriable=True)
     except Exception as exc:  # noqa: BLE001 - a failing trainer is data, not a crash
         outcome.failure = classify_exception(exc)
     outcome.user_attrs = dict(ctx.user_attrs)
