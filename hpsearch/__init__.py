@@ -6,6 +6,7 @@ Public API::
     result = hpsearch.run_study("studies/quickstart.yaml", n_trials=20)
     result.best_params, result.best_value
     result.trials_dataframe()
+    hpsearch.compare(["studies/digits_tree_gridsearchcv.yaml", "studies/digits_tree_tpe.yaml"])
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ __all__ = [
     "StudyFailedError",
     "StudyResult",
     "TrainerError",
+    "compare",
     "load_config",
     "load_result",
     "run_study",
@@ -90,6 +92,17 @@ def load_result(study: "str | StudyConfig", *, storage: str | None = None) -> St
     from hpsearch.results import load_result as _load
 
     return _load(study, storage=storage)
+
+
+def compare(studies: "list[Any] | None" = None, *, storage: str | None = None) -> Any:
+    """One pandas DataFrame row per study: best value and CV spread, counts, compute, time to best.
+
+    ``studies`` are study files (or, with ``storage``, names); no studies and a
+    ``storage`` URL compare every study in it. Reads only. See :mod:`hpsearch._compare` for the columns.
+    """
+    from hpsearch._compare import compare as _compare
+
+    return _compare(studies, storage=storage)
 
 
 def __getattr__(name: str) -> Any:

@@ -166,6 +166,47 @@ def best(
 
 
 @app.command()
+def compare(
+    studies: Annotated[Optional[list[Path]], typer.Argument(help="Study YAML files (or, with --storage, study names).", show_default=False)] = None,
+    storage: Annotated[
+        Optional[str],
+        typer.Option("--storage", envvar="HPSEARCH_STORAGE", help="Storage URL: overrides the files' own; alone, compares every study in it."),
+    ] = None,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="table, csv, json or markdown.")] = "table",
+) -> None:
+    """One table across studies: best value and spread, trial counts, compute, time to best."""
+
+    def go() -> None:
+        from hpsearch._compare import FORMATS, compare_rows, render
+        from hpsearch.errors import ConfigError
+
+        if fmt not in FORMATS:
+            raise ConfigError(f"--format: expected one of {', '.join(FORMATS)}, got {fmt!r}")
+        typer.echo(render(compare_rows([str(s) for s in studies or []], storage=storage), fmt))
+
+    _guard(go)
+
+
+@app.command()
+def export(
+    study: StudyArg,
+    out: Annotated[Path, typer.Argument(help="Folder to write the model into.")],
+    best_: Annotated[bool, typer.Option("--best", help="Export the best trial's model (the default).")] = True,
+    storage: StorageOpt = None,
+) -> None:
+    """Write the best trial's fine-tuned model (and tokenizer) to OUT, loadable with from_pretrained."""
+
+    def go() -> None:
+        from hpsearch.results import load_result
+
+        result = load_result(study, storage=storage)
+        path = result.export_best_model(out)
+        typer.echo(f"trial {result.best_trial.number} ({result.best_value:.6g}) -> {path}")
+
+    _guard(go)
+
+
+@app.command()
 def version() -> None:
     """Print the hpsearch version."""
     from hpsearch._version import __version__

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import tempfile
 from functools import cached_property
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hpsearch.config import StudyConfig
 from hpsearch.errors import StorageError
-from hpsearch.storage import check_storage, mask_url, open_storage
+from hpsearch.storage import check_storage, mask_url, open_storage, sqlite_path
 
 if TYPE_CHECKING:
     import optuna
@@ -94,6 +96,57 @@ class StudyResult:
             frame = frame.sort_values(["value", "number"], ascending=[not desc, True], na_position="last")
             frame = frame.reset_index(drop=True)
         return frame
+
+
+    def export_best_model(self, out_dir: str | Path) -> Path:
+        """Unpack the best trial's saved model (an Optuna artifact) into ``out_dir``.
+
+        The folder then loads with the trainer's own loader, e.g.
+        ``AutoModelForSequenceClassification.from_pretrained(out_dir)``.
+        """
+        import tarfile
+
+        from optuna.artifacts import FileSystemArtifactStore, download_artifact
+
+        best = self.best_trial
+        artifact_id = (best.user_attrs.get("artifacts") or {}).get("model.tar")
+        if artifact_id is None:
+            raise StorageError(
+                f"trial {best.number} of study {self.study_name!r} has no saved model; "
+                "its trainer did not save one (set trainer.save_model: true)"
+            )
+        root = self._artifact_root()
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="hps-export-") as tmp:
+            tar_path = Path(tmp) / "model.tar"
+            download_artifact(
+                artifact_store=FileSystemArtifactStore(str(root)), artifact_id=artifact_id, file_path=str(tar_path)
+            )
+            with tarfile.open(tar_path) as tar:
+                tar.extractall(out, filter="data")
+        return out
+
+    def load_best_model(self) -> Any:
+        """The best trial's model, loaded by its trainer (text: ``(model, tokenizer)``)."""
+        from hpsearch.trainers import trainer_class
+
+        kind = self.study.user_attrs.get("hpsearch.trainer", "")
+        cls = trainer_class(kind)
+        loader = getattr(cls, "load_model", None)
+        if loader is None:
+            raise StorageError(f"trainer {kind!r} has no model loader")
+        out = Path(tempfile.mkdtemp(prefix="hps-best-"))
+        self.export_best_model(out)
+        return loader(out)
+
+    def _artifact_root(self) -> Path:
+        if self.config is not None:
+            return self.config.resolved_artifacts()
+        path = sqlite_path(self.storage_url)
+        if path is None:
+            raise StorageError("pass the study file to find its artifact folder")
+        return path.resolve().parent / "hpsearch-artifacts"
 
 
 def load_result(

@@ -236,9 +236,11 @@ class BaseTrainer(abc.ABC):
     #: Parameter names this trainer understands (None: any, as for ``python``).
     tunable: ClassVar[frozenset[str] | None] = None
 
-    def __init__(self, settings: TrainerSettings, *, study_dir: Path) -> None:
+    def __init__(self, settings: TrainerSettings, *, study_dir: Path, objective: str = "value") -> None:
         self.settings = settings
         self.study_dir = Path(study_dir)
+        #: The study's ``objective.metric``: validate() can check the trainer produces it.
+        self.objective = objective
 
     def validate(self, param_names: set[str]) -> None:
         """Check, in the driver and before any trial, that the trainer can run.

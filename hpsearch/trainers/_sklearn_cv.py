@@ -2,44 +2,33 @@
 
 Each fold's running mean score is reported, so a pruner can stop a bad
 configuration after its first folds. Cross-validation itself is scikit-learn's.
+The estimator may be a Pipeline (search-space names are then ``step__param``)
+and the data a built-in text set; see :mod:`hpsearch.trainers._sklearn_common`.
+Folds come from :func:`~hpsearch.trainers._sklearn_common.make_cv`, the same as
+the ``sklearn_search`` trainer's, so both score a candidate identically.
 """
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
-from pydantic import Field
+from hpsearch.errors import one_line
+from hpsearch.trainers._base import BaseTrainer, TrialContext, TrialPruned
+from hpsearch.trainers._sklearn_common import (
+    SklearnSettings,
+    check_params,
+    check_scoring,
+    import_estimator,
+    load_xy,
+    make_cv,
+    make_estimator,
+)
 
-from hpsearch.data._tabular import load_tabular
-from hpsearch.errors import ConfigError, one_line
-from hpsearch.trainers._base import BaseTrainer, TrainerSettings, TrialContext, TrialPruned
-
-__all__ = ["SklearnCVTrainer", "import_estimator"]
-
-
-def import_estimator(path: str, field: str) -> type:
-    module_name, _, name = path.rpartition(".")
-    if not module_name:
-        raise ConfigError(f"{field}: expected an import path like sklearn.tree.DecisionTreeClassifier, got {path!r}")
-    try:
-        cls = getattr(importlib.import_module(module_name), name)
-    except (ImportError, AttributeError):
-        raise ConfigError(f"{field}: cannot import {path!r}; check the module and class name") from None
-    if not (isinstance(cls, type) and hasattr(cls, "fit") and hasattr(cls, "get_params")):
-        raise ConfigError(f"{field}: {path!r} is not a scikit-learn estimator class")
-    return cls
+__all__ = ["SklearnCVTrainer", "SklearnCVSettings", "import_estimator"]
 
 
-class SklearnCVSettings(TrainerSettings):
-    estimator: str
-    estimator_params: dict[str, Any] = Field(default_factory=dict)
-    dataset: str = "digits"
-    target_column: str | None = None
-    cv: int = Field(5, ge=2)
+class SklearnCVSettings(SklearnSettings):
     scoring: str = "accuracy"
-    shuffle: bool = True
-    data_seed: int = 0
 
 
 class SklearnCVTrainer(BaseTrainer):
@@ -51,46 +40,35 @@ class SklearnCVTrainer(BaseTrainer):
 
     def validate(self, param_names: set[str]) -> None:
         s = self.settings
-        cls = import_estimator(s.estimator, "trainer.estimator")
-        valid = set(cls().get_params())
-        for name in sorted(param_names | set(s.estimator_params)):
-            if name not in valid:
-                where = "search_space" if name in param_names else "trainer.estimator_params"
-                raise ConfigError(
-                    f"{where}.{name}: {cls.__name__} has no parameter {name!r}; valid: "
-                    f"{', '.join(sorted(valid))}"
-                )
-        from sklearn.metrics import get_scorer_names
-
-        if s.scoring not in get_scorer_names():
-            raise ConfigError(
-                f"trainer.scoring: unknown scoring {s.scoring!r}; use a scikit-learn scorer name "
-                "such as accuracy, f1_macro, roc_auc, neg_log_loss"
-            )
-        load_tabular(s.dataset, base_dir=self.study_dir, target_column=s.target_column)
+        check_params(
+            s.estimator,
+            {"search_space": sorted(param_names), "trainer.estimator_params": sorted(s.estimator_params)},
+        )
+        check_scoring(s.scoring)
+        load_xy(s, self.study_dir)
 
     def run(self, params: dict[str, Any], ctx: TrialContext) -> dict[str, float]:
         import numpy as np
-        from sklearn.model_selection import check_cv, cross_validate
-        from sklearn.base import is_classifier
+        from sklearn.model_selection import cross_validate
 
         s = self.settings
-        X, y = load_tabular(s.dataset, base_dir=self.study_dir, target_column=s.target_column)
-        est = import_estimator(s.estimator, "trainer.estimator")(**{**s.estimator_params, **params})
-        splitter = check_cv(s.cv, y, classifier=is_classifier(est))
-        if s.shuffle and hasattr(splitter, "shuffle"):
-            splitter.shuffle, splitter.random_state = True, s.data_seed
+        X, y = load_xy(s, self.study_dir)
+        est = make_estimator(s.estimator, {**s.estimator_params, **params})
+        splitter = make_cv(s, est, y)
         scores: list[float] = []
         fit_time = 0.0
         for k, split in enumerate(splitter.split(X, y)):
             try:
-                res = cross_validate(est, X, y, cv=[split], scoring=s.scoring, error_score="raise")
+                res = cross_validate(
+                    est, X, y, cv=[split], scoring=s.scoring, error_score="raise", n_jobs=None
+                )
             except Exception as e:  # noqa: BLE001 - make the reason name the estimator
                 raise RuntimeError(one_line(f"{type(est).__name__} fit failed: {e}")) from e
             scores.append(float(res["test_score"][0]))
             fit_time += float(res["fit_time"][0])
             ctx.report(float(np.mean(scores)), step=k + 1)
             if ctx.should_prune():
+                ctx.set_user_attr("cv_scores", scores)
                 raise TrialPruned()
         ctx.set_user_attr("cv_scores", scores)
         return {
