@@ -7,16 +7,35 @@ those reads were most of the per-trial cost. Every write still goes to the
 database first (nothing is ever only in memory), and trials written by other
 processes (other drivers on the same study) are pulled in incrementally at
 most every ``refresh_s`` seconds, through Optuna's own ``_CachedStorage``.
+
+Lost connections (a PostgreSQL restart or failover, a network blip) are
+retried with exponential backoff for up to ``retry_s`` seconds per call,
+with a masked warning per retry; nothing is ever kept only in memory, so a
+trial is reported finished only once the database holds it. Retrying a
+write whose commit went through but whose acknowledgement was lost:
+
+* attributes, params, intermediate values: upserts, so a second write is a no-op;
+* finishing a trial (``tell``): the retry finds the trial already finished with
+  the same state, and counts as success;
+* claiming a WAITING trial: the retry finds it RUNNING and claims it (two
+  drivers claiming the same queued trial in that same instant would both run it);
+* creating a trial: the retry creates a second one; the first is a "ghost",
+  RUNNING with no task behind it. Trials created here carry ``trial_system_attrs``
+  (the manager's driver id) in the same transaction, so the manager recognises
+  its ghosts (:meth:`MirroredStorage.ghosts`) and marks them FAIL. The same
+  holds for Optuna's own internal retry of trial creation.
 """
 
 from __future__ import annotations
 
 import copy
 import datetime
+import logging
+import os
 import threading
 import time
 from collections.abc import Container, Sequence
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 from optuna.distributions import BaseDistribution
 from optuna.storages import BaseStorage, RDBStorage
@@ -25,7 +44,38 @@ from optuna.study._frozen import FrozenStudy
 from optuna.study._study_direction import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-__all__ = ["MirroredStorage"]
+__all__ = ["MirroredStorage", "is_transient", "RETRY_S"]
+
+_T = TypeVar("_T")
+_log = logging.getLogger("hpsearch.storage")
+#: Default bound, in seconds, on retrying one storage call after a lost connection.
+RETRY_S = float(os.environ.get("HPSEARCH_STORAGE_RETRY_S", "60"))
+#: Server errors that a retry cannot fix although the driver reports them as operational.
+_PERMANENT = ("authentication failed", "does not exist", "permission denied", "no pg_hba.conf entry")
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether ``exc`` (or its cause) is a lost or refused database connection.
+
+    SQLite errors never are: its "database is locked" already waits out the busy timeout.
+    """
+    import sqlalchemy.exc as sa
+
+    seen = 0
+    e: BaseException | None = exc
+    while e is not None and seen < 10:
+        if isinstance(e, sa.DBAPIError):
+            if "sqlite" in type(e.orig).__module__:
+                return False
+            if e.connection_invalidated:
+                return True
+            if isinstance(e, (sa.OperationalError, sa.InterfaceError)):
+                msg = str(e.orig).lower()
+                return not any(p in msg for p in _PERMANENT)
+            return False
+        e = e.__cause__ or e.__context__
+        seen += 1
+    return False
 
 
 class MirroredStorage(BaseStorage):
@@ -34,25 +84,99 @@ class MirroredStorage(BaseStorage):
     Args:
         backend: The RDB storage that holds the truth.
         refresh_s: How stale other processes' trials may be in reads.
+        retry_s: How long one call retries a lost connection before raising
+            (default ``HPSEARCH_STORAGE_RETRY_S`` or 60); 0 disables retries.
+        trial_system_attrs: System attrs written with every trial this storage
+            creates without a template, in the same transaction.
     """
 
-    def __init__(self, backend: RDBStorage, *, refresh_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        backend: RDBStorage,
+        *,
+        refresh_s: float = 1.0,
+        retry_s: float | None = None,
+        trial_system_attrs: dict[str, Any] | None = None,
+    ) -> None:
         self.backend = backend
         self._remote = _CachedStorage(backend)
         self._refresh_s = refresh_s
+        self.retry_s = RETRY_S if retry_s is None else retry_s
+        self.trial_system_attrs = dict(trial_system_attrs or {})
+        #: Lost connections retried so far (the manager looks for ghosts when it grows).
+        self.retries = 0
         self._lock = threading.RLock()
         self._trials: dict[int, dict[int, FrozenTrial]] = {}  # study -> trial id -> trial
         self._source: dict[int, FrozenTrial] = {}  # trial id -> remote object last copied
         self._study_of: dict[int, int] = {}
         self._synced: dict[int, float] = {}
 
+    # ------------------------------------------------------------ retries
+
+    def _retry(self, what: str, fn: Callable[..., _T], *args: Any,
+               on_retry_error: Callable[[BaseException], _T] | None = None) -> _T:
+        """``fn(*args)``, retried with exponential backoff while the connection is lost.
+
+        ``on_retry_error`` may turn an error raised by a *retry* (not the first
+        call) into a result: the first call's commit may have gone through.
+        """
+        deadline = time.monotonic() + self.retry_s
+        delay, attempt = 0.25, 0
+        while True:
+            try:
+                return fn(*args)
+            except Exception as e:  # noqa: BLE001 - filtered by is_transient below
+                if attempt > 0 and on_retry_error is not None and not is_transient(e):
+                    return on_retry_error(e)
+                left = deadline - time.monotonic()
+                if not is_transient(e) or left <= 0:
+                    raise
+                attempt += 1
+                self.retries += 1
+                _log.warning(
+                    "storage %s: lost the database connection during %s (%s); retry %d in %.1f s, "
+                    "giving up after %.0f s",
+                    self._masked_url(), what, self._masked_error(e), attempt, min(delay, left), self.retry_s,
+                )
+                time.sleep(min(delay, left))
+                delay = min(delay * 2, 8.0)
+
+    def _masked_url(self) -> str:
+        from hpsearch.storage import mask_url
+
+        return mask_url(str(self.backend.url))
+
+    def _masked_error(self, e: BaseException) -> str:
+        from hpsearch.errors import one_line
+        from hpsearch.storage import mask_secrets, url_password
+
+        cause = e.__cause__ if e.__cause__ is not None else e
+        orig = getattr(cause, "orig", cause)
+        text = one_line(f"{type(orig).__name__}: {str(orig).splitlines()[0] if str(orig) else ''}")
+        return mask_secrets(text, url_password(str(self.backend.url)))[:300]
+
+    def ghosts(self, study_id: int, running: Container[int]) -> list[FrozenTrial]:
+        """RUNNING trials stamped with ``trial_system_attrs`` whose number is not in ``running``.
+
+        These are trials created twice after a lost acknowledgement (see the module doc).
+        """
+        if not self.trial_system_attrs:
+            return []
+        with self._lock:
+            trials = list(self._sync(study_id, force=True).values())
+        return [
+            t for t in trials
+            if t.state == TrialState.RUNNING and t.number not in running
+            and all(t.system_attrs.get(k) == v for k, v in self.trial_system_attrs.items())
+        ]
+
     # ------------------------------------------------------------ studies
 
     def create_new_study(self, directions: Sequence[StudyDirection], study_name: str | None = None) -> int:
-        return self._remote.create_new_study(directions, study_name)
+        return self._retry("create_new_study", self._remote.create_new_study, directions, study_name)
 
     def delete_study(self, study_id: int) -> None:
-        self._remote.delete_study(study_id)
+        self._retry("delete_study", self._remote.delete_study, study_id)
         with self._lock:
             for tid in self._trials.pop(study_id, {}):
                 self._study_of.pop(tid, None)
@@ -60,10 +184,10 @@ class MirroredStorage(BaseStorage):
             self._synced.pop(study_id, None)
 
     def set_study_user_attr(self, study_id: int, key: str, value: Any) -> None:
-        self._remote.set_study_user_attr(study_id, key, value)
+        self._retry("set_study_user_attr", self._remote.set_study_user_attr, study_id, key, value)
 
     def set_study_system_attr(self, study_id: int, key: str, value: Any) -> None:
-        self._remote.set_study_system_attr(study_id, key, value)
+        self._retry("set_study_system_attr", self._remote.set_study_system_attr, study_id, key, value)
 
     def get_study_id_from_name(self, study_name: str) -> int:
         return self._remote.get_study_id_from_name(study_name)
@@ -89,7 +213,7 @@ class MirroredStorage(BaseStorage):
         now = time.monotonic()
         mirror = self._trials.setdefault(study_id, {})
         if force or now - self._synced.get(study_id, -1e18) >= self._refresh_s:
-            for t in self._remote.get_all_trials(study_id, deepcopy=False):
+            for t in self._retry("get_all_trials", self._remote.get_all_trials, study_id, False):
                 # Finished trials come back as the same cached object: copy only changes.
                 if self._source.get(t._trial_id) is not t:
                     mirror[t._trial_id] = copy.deepcopy(t)
@@ -112,8 +236,16 @@ class MirroredStorage(BaseStorage):
         return t
 
     def create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> int:
-        trial_id = self._remote.create_new_trial(study_id, template_trial)
-        trial = self.backend.get_trial(trial_id)
+        if template_trial is None and self.trial_system_attrs:
+            # The same trial Optuna would create, stamped in the same transaction.
+            template_trial = FrozenTrial(
+                number=-1, state=TrialState.RUNNING, value=None, values=None,
+                datetime_start=datetime.datetime.now(), datetime_complete=None, params={},
+                distributions={}, user_attrs={}, system_attrs=dict(self.trial_system_attrs),
+                intermediate_values={}, trial_id=-1,
+            )
+        trial_id = self._retry("create_new_trial", self._remote.create_new_trial, study_id, template_trial)
+        trial = self._retry("get_trial", self.backend.get_trial, trial_id)
         with self._lock:
             self._sync(study_id)
             self._trials[study_id][trial_id] = trial
@@ -121,7 +253,8 @@ class MirroredStorage(BaseStorage):
         return trial_id
 
     def set_trial_param(self, trial_id: int, param_name: str, param_value_internal: float, distribution: BaseDistribution) -> None:
-        self._remote.set_trial_param(trial_id, param_name, param_value_internal, distribution)
+        self._retry("set_trial_param", self._remote.set_trial_param, trial_id, param_name,
+                    param_value_internal, distribution)
         with self._lock:
             t = self._mine(trial_id)
             if t is not None:
@@ -136,7 +269,19 @@ class MirroredStorage(BaseStorage):
         return self._remote.get_trial_id_from_study_id_trial_number(study_id, trial_number)
 
     def set_trial_state_values(self, trial_id: int, state: TrialState, values: Sequence[float] | None = None) -> bool:
-        changed = self._remote.set_trial_state_values(trial_id, state, values)
+        def committed_before(e: BaseException) -> bool:
+            # A retry after a lost acknowledgement: did the first call go through?
+            db = self.backend.get_trial(trial_id)
+            if db.state == state and (values is None or db.values == list(values)):
+                return True
+            raise e
+
+        retries = self.retries
+        changed = self._retry("set_trial_state_values", self._remote.set_trial_state_values, trial_id, state,
+                              values, on_retry_error=committed_before)
+        if not changed and state == TrialState.RUNNING and self.retries > retries:
+            # Claiming a WAITING trial: the first claim committed, its acknowledgement was lost.
+            changed = self._retry("get_trial", self.backend.get_trial, trial_id).state == TrialState.RUNNING
         if changed:
             with self._lock:
                 t = self._mine(trial_id)
@@ -152,21 +297,22 @@ class MirroredStorage(BaseStorage):
         return changed
 
     def set_trial_intermediate_value(self, trial_id: int, step: int, intermediate_value: float) -> None:
-        self._remote.set_trial_intermediate_value(trial_id, step, intermediate_value)
+        self._retry("set_trial_intermediate_value", self._remote.set_trial_intermediate_value, trial_id, step,
+                    intermediate_value)
         with self._lock:
             t = self._mine(trial_id)
             if t is not None:
                 t.intermediate_values = {**t.intermediate_values, step: intermediate_value}
 
     def set_trial_user_attr(self, trial_id: int, key: str, value: Any) -> None:
-        self._remote.set_trial_user_attr(trial_id, key, value)
+        self._retry("set_trial_user_attr", self._remote.set_trial_user_attr, trial_id, key, value)
         with self._lock:
             t = self._mine(trial_id)
             if t is not None:
                 t.user_attrs = {**t.user_attrs, key: copy.deepcopy(value)}
 
     def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
-        self._remote.set_trial_system_attr(trial_id, key, value)
+        self._retry("set_trial_system_attr", self._remote.set_trial_system_attr, trial_id, key, value)
         with self._lock:
             t = self._mine(trial_id)
             if t is not None:
@@ -201,10 +347,14 @@ class MirroredStorage(BaseStorage):
 
     def __getstate__(self) -> dict[str, Any]:
         # A pickled copy (e.g. sent to a worker) starts with an empty mirror.
-        return {"backend": self.backend, "refresh_s": self._refresh_s}
+        return {"backend": self.backend, "refresh_s": self._refresh_s, "retry_s": self.retry_s,
+                "trial_system_attrs": self.trial_system_attrs}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["backend"], refresh_s=state["refresh_s"])  # type: ignore[misc]
+        self.__init__(  # type: ignore[misc]
+            state["backend"], refresh_s=state["refresh_s"], retry_s=state.get("retry_s"),
+            trial_system_attrs=state.get("trial_system_attrs"),
+        )
 
     def remove_session(self) -> None:
         self.backend.remove_session()

@@ -88,7 +88,7 @@ def build_trainer(cfg: StudyConfig) -> BaseTrainer:
     except ValidationError as e:
         msg = _format_validation(e, file)
         raise ConfigError(msg.replace(f"{file}: ", f"{file}: trainer.", 1)) from None
-    return cls(settings, study_dir=cfg.study_dir)
+    return cls(settings, study_dir=cfg.study_dir, objective=cfg.objective.metric)
 
 
 def prepare(cfg: StudyConfig, *, check_trainer: bool = True) -> Prepared:
@@ -209,6 +209,8 @@ class StudyManager:
         self._target = 0
         self._artifact_store: Any = None
         self._best: float | None = None
+        self._ghost_retries = 0
+        self._ghost_at = time.monotonic()
 
     # ------------------------------------------------------------ set-up
 
@@ -234,7 +236,9 @@ class StudyManager:
         from hpsearch._mirror import MirroredStorage
 
         p = self.prepared
-        storage = MirroredStorage(open_storage(p.storage_url))
+        # Trials are stamped with this driver in the transaction that creates them, so a
+        # trial created twice after a lost connection is recognised (see _fail_ghosts).
+        storage = MirroredStorage(open_storage(p.storage_url), trial_system_attrs={DRIVER_ATTR: self._driver})
         direction = self.config.objective.direction
         for attempt in range(5):
             try:
@@ -436,7 +440,10 @@ class StudyManager:
                 self._request_stop_all(executor)
             while not stopping and executor.free_slots(resources) > 0 and self._want_more(study):
                 self._submit(study, executor, resources)
+            self._fail_ghosts(study)
             if not self._running:
+                if self._fail_ghosts(study, force=True):
+                    continue
                 break
             for event in executor.poll(timeout=0.5):
                 if event.kind is EventKind.REPORT:
@@ -536,11 +543,36 @@ class StudyManager:
             study._storage.set_study_system_attr(study._study_id, HEARTBEAT_PREFIX + self._driver, now)
             self._last_heartbeat = now
 
+    def _fail_ghosts(self, study: optuna.Study, *, force: bool = False) -> int:
+        """FAIL this driver's RUNNING trials that no task runs.
+
+        A trial created twice because the database's acknowledgement was lost
+        (see hpsearch._mirror) leaves a "ghost". Checked after a retried
+        write, every HEARTBEAT_EVERY_S and before the loop ends.
+        """
+        from optuna.trial import TrialState
+
+        storage = study._storage
+        if not hasattr(storage, "ghosts"):
+            return 0
+        now = time.monotonic()
+        if not force and storage.retries == self._ghost_retries and now - self._ghost_at < HEARTBEAT_EVERY_S:
+            return 0
+        self._ghost_retries, self._ghost_at = storage.retries, now
+        ghosts = storage.ghosts(study._study_id, self._running)
+        for t in ghosts:
+            storage.set_trial_user_attr(t._trial_id, "fail_reason", "duplicate: created twice after a lost database connection")
+            study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
+        if ghosts:
+            self._refresh_stats(study)
+        return len(ghosts)
+
     def _submit(self, study: optuna.Study, executor: BaseExecutor, resources: TrialResources) -> None:
         from hpsearch.executors import TrialJob
 
         trial = study.ask(self.prepared.distributions)
-        study._storage.set_trial_system_attr(trial._trial_id, DRIVER_ATTR, self._driver)
+        if study._storage.get_trial_system_attrs(trial._trial_id).get(DRIVER_ATTR) != self._driver:  # queued: claim it
+            study._storage.set_trial_system_attr(trial._trial_id, DRIVER_ATTR, self._driver)
         attempt = int(trial.user_attrs.get("hpsearch.attempt", 1))
         params = dict(trial.params)
         self._running[trial.number] = _Running(trial, params, attempt)

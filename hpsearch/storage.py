@@ -7,6 +7,7 @@ never block it, and a commit costs no fsync.
 
 from __future__ import annotations
 
+import os
 import re
 import sqlite3
 from pathlib import Path
@@ -21,19 +22,26 @@ if TYPE_CHECKING:
 __all__ = ["mask_url", "mask_secrets", "check_storage", "open_storage", "sqlite_path"]
 
 _SUPPORTED = ("sqlite", "postgresql", "postgresql+psycopg", "postgresql+psycopg2", "mysql+pymysql")
-_PASSWORD_RE = re.compile(r"(?P<head>[a-z][a-z0-9+.\-]*://[^:/@\s]*:)(?P<pw>[^@\s]*)(?P<at>@)", re.I)
+# The password runs to the last '@' of the authority: an unencoded '@' in it must not leak its tail.
+_PASSWORD_RE = re.compile(
+    r"(?P<head>[a-z][a-z0-9+.\-]*://[^:/@\s]*:)(?P<pw>[^@\s]*(?:@[^@\s/]*)*)(?P<at>@)", re.I
+)
+# libpq also takes the password as a query parameter: ...?password=secret
+_QUERY_PASSWORD_RE = re.compile(r"(?P<head>[?&]password=)(?P<pw>[^&#\s'\"]*)", re.I)
 SQLITE_BUSY_TIMEOUT_S = 60.0
 
 
 def mask_url(url: str) -> str:
     """The URL with its password replaced by ``***``."""
-    return _PASSWORD_RE.sub(lambda m: f"{m['head']}***{m['at']}", url)
+    url = _PASSWORD_RE.sub(lambda m: f"{m['head']}***{m['at']}", url)
+    return _QUERY_PASSWORD_RE.sub(lambda m: f"{m['head']}***", url)
 
 
 def mask_secrets(text: str, *secrets: str | None) -> str:
-    """``text`` with every URL password and every given secret replaced by ``***``."""
+    """``text`` with every URL password, every given secret and ``$PGPASSWORD`` replaced by ``***``."""
     text = mask_url(text)
-    for s in secrets:
+    env = os.environ.get("PGPASSWORD")
+    for s in (*secrets, env if env and len(env) >= 4 else None):  # a tiny one would mask plain text
         if s:
             text = text.replace(s, "***")
     return text
@@ -83,6 +91,15 @@ def check_storage(url: str, *, field: str = "storage", file: str = "<study>", mu
         raise ConfigError(
             f"{file}: {field}: unsupported storage URL {mask_url(url)!r}; use "
             "sqlite:///path/to/file.db or postgresql+psycopg://user@host:port/db"
+        )
+    try:
+        netloc = urlsplit(url).netloc
+    except ValueError as e:  # e.g. an unclosed [IPv6 host
+        raise ConfigError(f"{file}: {field}: malformed URL {mask_url(url)!r}: {e}") from None
+    if netloc.count("@") > 1:
+        raise ConfigError(
+            f"{file}: {field}: the user or password in {mask_url(url)!r} holds an '@'; "
+            "percent-encode it as %40"
         )
     path = sqlite_path(url)
     if scheme == "sqlite":

@@ -171,6 +171,10 @@ class RayExecutor(BaseExecutor):
             # Short path: Ray's socket names must fit in 107 bytes.
             self._temp_dir = tempfile.mkdtemp(prefix="hps-ray-", dir="/tmp" if os.path.isdir("/tmp") else None)
             prepare_local_ray_env(self._temp_dir)
+        elif _is_loopback(self.address):
+            # A cluster on this machine's 127.0.0.1: without this switch Ray rewrites
+            # 127.0.0.1 to the eth0 address and then finds no local node there.
+            os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
         import ray
 
         if ray.is_initialized():
@@ -307,6 +311,11 @@ class RayExecutor(BaseExecutor):
         if self._temp_dir:
             shutil.rmtree(self._temp_dir, ignore_errors=True)
             self._temp_dir = None
+
+
+def _is_loopback(address: str) -> bool:
+    host = address.split("://", 1)[-1].rsplit(":", 1)[0].strip("[]")
+    return host in ("127.0.0.1", "localhost", "::1")
 
 
 def _object_store_bytes() -> int:

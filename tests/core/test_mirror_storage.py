@@ -1,4 +1,4 @@
-"""Optuna's own storage contract suite, run against the in-memory mirror over SQLite."""
+"""Optuna's own storage contract suite, run against the in-memory mirror over SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -7,13 +7,26 @@ from optuna.testing.pytest_storages import StorageTestCase
 
 from hpsearch._mirror import MirroredStorage
 from hpsearch.storage import open_storage
+from tests.services import pg_empty_url, pg_module_db, pg_server  # noqa: F401 - fixtures
+
+BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+
+
+@pytest.fixture(params=BACKENDS)
+def storage_url(request, tmp_path):
+    """An empty database: a new SQLite file, or the module's PostgreSQL database, truncated."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'm.db'}"
+    return request.getfixturevalue("pg_empty_url")
 
 
 class TestMirroredStorage(StorageTestCase):
     @pytest.fixture
-    def storage(self, tmp_path):
+    def storage(self, storage_url):
         # refresh_s=0: every read also syncs, as the contract expects other writers' data at once.
-        return MirroredStorage(open_storage(f"sqlite:///{tmp_path / 'm.db'}"), refresh_s=0.0)
+        backend = open_storage(storage_url)
+        yield MirroredStorage(backend, refresh_s=0.0)
+        backend.engine.dispose()  # let the database be dropped
 
 
 def test_reads_come_from_memory_and_see_own_writes(tmp_path):
