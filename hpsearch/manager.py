@@ -317,9 +317,14 @@ class StudyManager:
     # ------------------------------------------------------------ the loop
 
     def run(self) -> StudyResult:
+        from hpsearch._locks import StudyLock
+
         study = self._open_study()
         self.study = study
-        orphans = self._recover_orphans(study)
+        self._lock = StudyLock(self.prepared.storage_url, self.config.name, self._driver)
+        with self._lock.hold():
+            study._storage.refresh(study._study_id)
+            orphans = self._recover_orphans(study)
         self._init_target(study)
         self.prepared.trainer.prepare()
         executor = self._executor or self._make_executor()
@@ -346,6 +351,7 @@ class StudyManager:
                 finally:
                     executor.shutdown()
         finally:
+            self._lock.close()
             if old_handler is not None:
                 signal.signal(signal.SIGINT, old_handler)
         return self._finish(orphans)
@@ -438,8 +444,15 @@ class StudyManager:
             )
             if self._interrupts and not any(r.stop_requested for r in self._running.values()):
                 self._request_stop_all(executor)
-            while not stopping and executor.free_slots(resources) > 0 and self._want_more(study):
-                self._submit(study, executor, resources)
+            while not stopping and executor.free_slots(resources) > 0:
+                # Count and ask under the study lock: with several drivers on one
+                # study the total stays exact and no grid point is taken twice.
+                with self._lock.hold() as stale:
+                    if stale:
+                        study._storage.refresh(study._study_id)
+                    if not self._want_more(study):
+                        break
+                    self._submit(study, executor, resources)
             self._fail_ghosts(study)
             if not self._running:
                 if self._fail_ghosts(study, force=True):

@@ -163,10 +163,25 @@ def open_storage(url: str, *, create: bool = True) -> optuna.storages.RDBStorage
     else:
         scheme = url.split("://", 1)[0].lower()
         engine_kwargs = {"pool_pre_ping": True, "connect_args": _connect_args(scheme)}
-    try:
-        return optuna.storages.RDBStorage(
-            url, engine_kwargs=engine_kwargs, skip_table_creation=not create
-        )
-    except Exception as e:  # noqa: BLE001
-        msg = mask_secrets(one_line(str(e).split("\n")[0]), url_password(url))
+    import time
+
+    import sqlalchemy.exc
+
+    for attempt in range(6):
+        try:
+            return optuna.storages.RDBStorage(
+                url, engine_kwargs=engine_kwargs, skip_table_creation=not create
+            )
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError, sqlalchemy.exc.OperationalError) as e:
+            # Several drivers creating the schema at once race in CREATE TABLE / TYPE:
+            # the loser sees "already exists" or a duplicate key; the schema is there now.
+            text = str(e).lower()
+            if attempt < 5 and ("already exists" in text or "duplicate key" in text):
+                time.sleep(0.2 * (attempt + 1))
+                continue
+            error: Exception = e
+        except Exception as e:  # noqa: BLE001
+            error = e
+        msg = mask_secrets(one_line(str(error).split("\n")[0]), url_password(url))
         raise StorageError(f"storage {mask_url(url)}: {msg[:300]}") from None
+    raise AssertionError("unreachable")  # pragma: no cover
