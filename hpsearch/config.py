@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -46,6 +47,18 @@ _ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$"
 
 
+def _no_bool(v: Any) -> Any:
+    # YAML 1.1 reads yes/no/on/off as booleans, and pydantic would take True as 1.
+    if isinstance(v, bool):
+        raise ValueError(f"expected a number, got {str(v).lower()} (a YAML boolean)")
+    return v
+
+
+#: Numbers that refuse booleans (``max_failures: yes`` is a typo, not 1).
+Int = Annotated[int, BeforeValidator(_no_bool)]
+Num = Annotated[float, BeforeValidator(_no_bool)]
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True)
 
@@ -61,7 +74,7 @@ class SamplerConfig(_Model):
     """An Optuna sampler by name (see ``hpsearch.algorithms.SAMPLERS``)."""
 
     name: str = "tpe"
-    seed: int | None = 0
+    seed: Int | None = 0
     options: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -75,10 +88,10 @@ class PrunerConfig(_Model):
 class ResourcesConfig(_Model):
     """What one trial needs. With ``workers > 1`` cpus and gpus are per worker."""
 
-    cpus: float = Field(1.0, gt=0)
-    gpus: float = Field(0.0, ge=0)
-    workers: int = Field(1, ge=1)
-    custom: dict[str, float] = Field(default_factory=dict)
+    cpus: Num = Field(1.0, gt=0)
+    gpus: Num = Field(0.0, ge=0)
+    workers: Int = Field(1, ge=1)
+    custom: dict[str, Num] = Field(default_factory=dict)
 
     @field_validator("gpus")
     @classmethod
@@ -97,10 +110,10 @@ class RayConfig(_Model):
 
 class FloatParam(_Model):
     type: Literal["float"]
-    low: float
-    high: float
+    low: Num
+    high: Num
     log: bool = False
-    step: float | None = None
+    step: Num | None = None
 
     @model_validator(mode="after")
     def _check(self) -> FloatParam:
@@ -121,10 +134,10 @@ class FloatParam(_Model):
 
 class IntParam(_Model):
     type: Literal["int"]
-    low: int
-    high: int
+    low: Int
+    high: Int
     log: bool = False
-    step: int = 1
+    step: Int = 1
 
     @model_validator(mode="after")
     def _check(self) -> IntParam:
@@ -178,16 +191,20 @@ class StudyConfig(_Model):
     objective: ObjectiveConfig = Field(default_factory=ObjectiveConfig)
     sampler: SamplerConfig = Field(default_factory=SamplerConfig)
     pruner: PrunerConfig = Field(default_factory=PrunerConfig)
-    n_trials: int | None = Field(20, ge=1)
-    timeout: float | None = Field(None, gt=0)
-    max_concurrent_trials: int | None = Field(None, ge=1)
-    max_failures: int = Field(5, ge=1)
-    max_retries: int = Field(1, ge=0)
+    n_trials: Int | None = Field(20, ge=1)
+    timeout: Num | None = Field(None, gt=0)
+    max_concurrent_trials: Int | None = Field(None, ge=1)
+    max_failures: Int = Field(5, ge=1)
+    max_retries: Int = Field(1, ge=0)
+    #: A trial whose loss turns NaN/inf: FAIL (counts toward max_failures) or PRUNED.
+    on_nonfinite_loss: Literal["fail", "prune"] = "fail"
     search_space: dict[str, ParamSpec] = Field(default_factory=dict)
     trainer: TrainerConfig
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
     executor: Literal["ray", "local"] = "ray"
     ray: RayConfig = Field(default_factory=RayConfig)
+    #: Study files of baselines this study is compared with (relative to this file).
+    compare_with: list[str] = Field(default_factory=list)
 
     #: Where the study file lives; relative paths in it resolve from here.
     source: Path | None = Field(default=None, exclude=True)
@@ -233,6 +250,10 @@ class StudyConfig(_Model):
             return self.storage
         return f"sqlite:///{(self.study_dir / 'hpsearch.db').resolve()}"
 
+    def compare_with_paths(self) -> list[Path]:
+        """The ``compare_with`` study files, resolved from this file's folder."""
+        return [p if p.is_absolute() else (self.study_dir / p).resolve() for p in map(Path, self.compare_with)]
+
     def resolved_artifacts(self) -> Path:
         """Artifact folder: ``artifacts`` or ``hpsearch-artifacts`` beside a SQLite file."""
         if self.artifacts:
@@ -251,9 +272,18 @@ class _SafeLoader(yaml.SafeLoader):
     """SafeLoader that refuses duplicate keys (a silent override is a bug)."""
 
 
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
 def _construct_mapping(loader: _SafeLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
     seen: set[Any] = set()
     for key_node, _ in node.value:
+        if key_node.tag == _MERGE_TAG:
+            continue  # ``<<: *base`` merges; its keys may be overridden, that is no duplicate
+        if not isinstance(key_node, yaml.ScalarNode):
+            raise yaml.constructor.ConstructorError(
+                None, None, "a key must be a plain name, not a list or mapping", key_node.start_mark
+            )
         key = loader.construct_object(key_node, deep=deep)
         if key in seen:
             raise yaml.constructor.ConstructorError(
@@ -268,12 +298,50 @@ _SafeLoader.add_constructor(
 )
 
 
-def _interpolate(value: Any, path: str, file: str) -> Any:
-    """Replace ``${VAR}`` / ``${VAR:-default}`` in strings from the environment."""
-    if isinstance(value, dict):
-        return {k: _interpolate(v, f"{path}.{k}" if path else str(k), file) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_interpolate(v, f"{path}[{i}]", file) for i, v in enumerate(value)]
+#: Deepest nesting accepted in a study file (a real study nests about 4 deep).
+MAX_DEPTH = 50
+
+
+class _Budget:
+    """Counts values visited: YAML aliases can make a small file expand to billions."""
+
+    def __init__(self, file: str) -> None:
+        self.left = MAX_STUDY_FILE_BYTES  # a file without aliases holds fewer values than bytes
+        self.file = file
+        self.stack: list[int] = []
+
+    def enter(self, value: Any, path: str) -> None:
+        where = path or "(top level)"
+        if id(value) in self.stack:
+            raise ConfigError(f"{self.file}: {where}: a YAML alias refers to itself; remove the loop")
+        if len(self.stack) >= MAX_DEPTH:
+            raise ConfigError(f"{self.file}: {where}: nested over {MAX_DEPTH} levels deep; flatten it")
+        self.left -= len(value)
+        if self.left < 0:
+            raise ConfigError(
+                f"{self.file}: {where}: YAML aliases expand to over {MAX_STUDY_FILE_BYTES:,} "
+                "values; write the values out or use fewer aliases"
+            )
+        self.stack.append(id(value))
+
+
+def _interpolate(value: Any, path: str, file: str, budget: _Budget | None = None) -> Any:
+    """Replace ``${VAR}`` / ``${VAR:-default}`` in strings from the environment.
+
+    Also the one walk over the whole file: refuses alias loops and alias bombs.
+    """
+    if isinstance(value, (dict, list)):
+        budget = budget or _Budget(file)
+        budget.enter(value, path)
+        try:
+            if isinstance(value, dict):
+                return {
+                    k: _interpolate(v, f"{path}.{k}" if path else str(k), file, budget)
+                    for k, v in value.items()
+                }
+            return [_interpolate(v, f"{path}[{i}]", file, budget) for i, v in enumerate(value)]
+        finally:
+            budget.stack.pop()
     if not isinstance(value, str) or "${" not in value:
         return value
 
@@ -332,6 +400,9 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{file}: no such file; check the path")
     if path.is_dir():
         raise ConfigError(f"{file}: is a directory; pass a study .yaml file")
+    if not path.is_file():
+        # A pipe would block the read forever; /dev/zero would never end.
+        raise ConfigError(f"{file}: not a regular file (a pipe or device); pass a study .yaml file")
     try:
         size = path.stat().st_size
         if size > MAX_STUDY_FILE_BYTES:
@@ -356,6 +427,8 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         problem = getattr(e, "problem", None) or str(e)
         if "could not determine a constructor" in str(e):
             problem = "YAML tags that construct Python objects are refused; use plain values"
+        elif "'\\t'" in problem:
+            problem = "a tab character; YAML indents with spaces, replace the tabs"
         raise ConfigError(one_line(f"{file}: {where}invalid YAML: {problem}")) from None
     if data is None:
         raise ConfigError(f"{file}: is empty; a study needs at least name and trainer")
@@ -395,4 +468,10 @@ def load_config(path: str | os.PathLike[str], overrides: dict[str, Any] | None =
         cfg = StudyConfig.model_validate({**data, "source": p.resolve()})
     except ValidationError as e:
         raise ConfigError(_format_validation(e, file)) from None
+    for i, other in enumerate(cfg.compare_with_paths()):
+        if not other.is_file():
+            raise ConfigError(
+                f"{file}: compare_with[{i}]: no study file {cfg.compare_with[i]!r} "
+                f"(looked for {other}); paths are relative to this file"
+            )
     return cfg

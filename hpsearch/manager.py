@@ -30,7 +30,7 @@ from hpsearch._version import __version__
 from hpsearch.config import StudyConfig, _format_validation
 from hpsearch.errors import ConfigError, HpsearchError, StudyFailedError, one_line
 from hpsearch.progress import Progress, ProgressStats
-from hpsearch.storage import check_storage, mask_url, open_storage
+from hpsearch.storage import check_storage, mask_secrets, mask_url, open_storage, url_password
 from hpsearch.trainers import TRAINERS, BaseTrainer, TrialResources, trainer_class
 
 if TYPE_CHECKING:
@@ -420,6 +420,9 @@ class StudyManager:
         s.running = len(self._running)
         s.failed = self._failures
         self._progress.update(s)
+        from hpsearch._notes import on_progress
+
+        on_progress(self, study)  # the dashboard note: rate-limited, never raises
 
     def _want_more(self, study: optuna.Study) -> bool:
         if self.config.sampler.name == "grid" and self.prepared.sampler.is_exhausted(study):
@@ -635,10 +638,19 @@ class StudyManager:
             return
         if outcome.failure is not None:
             f = outcome.failure
-            attrs.update({"fail_type": f.type, "fail_message": f.message, "traceback": f.traceback})
+            # A trainer's error may quote a URL with a password (or the storage's own): mask it.
+            pw = url_password(self.prepared.storage_url)
+            attrs.update({"fail_type": f.type, "fail_message": mask_secrets(f.message, pw),
+                          "traceback": mask_secrets(f.traceback, pw)})
+            if f.type == "NonFiniteLoss" and self.config.on_nonfinite_loss == "prune":
+                attrs["fail_reason"] = f.reason  # kept as the reason it was pruned
+                self._write_attrs(trial, attrs)
+                study.tell(trial, state=TrialState.PRUNED)
+                self._refresh_stats(study)
+                return
             retry = f.retriable and run.attempt <= self.config.max_retries
             self._failures += 1
-            self._fail(study, run, f.reason, attrs, retry=retry)
+            self._fail(study, run, mask_secrets(f.reason, pw), attrs, retry=retry)
             return
         if outcome.pruned:
             self._write_attrs(trial, attrs)

@@ -7,6 +7,7 @@ import importlib
 from hpsearch.trainers._base import (
     RECORDS_ATTR,
     BaseTrainer,
+    NonFiniteLoss,
     RecordingChannel,
     ReportChannel,
     TrainerSettings,
@@ -19,6 +20,7 @@ from hpsearch.trainers._base import (
 __all__ = [
     "RECORDS_ATTR",
     "BaseTrainer",
+    "NonFiniteLoss",
     "RecordingChannel",
     "ReportChannel",
     "TRAINERS",
@@ -36,6 +38,7 @@ TRAINERS: dict[str, str] = {
     "sklearn_cv": "hpsearch.trainers._sklearn_cv:SklearnCVTrainer",
     "sklearn_search": "hpsearch.trainers._sklearn_search:SklearnSearchTrainer",
     "text_classification": "hpsearch.trainers._text:TextClassificationTrainer",
+    "image_classification": "hpsearch.trainers._image:ImageClassificationTrainer",
 }
 
 

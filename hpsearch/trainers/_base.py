@@ -27,6 +27,7 @@ __all__ = [
     "BaseTrainer",
     "TrainerSettings",
     "TrialContext",
+    "NonFiniteLoss",
     "TrialPruned",
     "TrialRecord",
     "RECORDS_ATTR",
@@ -59,6 +60,19 @@ class TrialRecord:
 
 class TrialPruned(Exception):
     """Raised by a trainer to stop a trial the manager decided to prune (or stop)."""
+
+
+class NonFiniteLoss(ArithmeticError):
+    """Raised by a trainer when the training loss became NaN or infinite.
+
+    The trial is recorded FAIL (or PRUNED with ``on_nonfinite_loss: prune``)
+    with reason ``non-finite loss at step N``.
+    """
+
+    def __init__(self, step: int, value: float = float("nan")) -> None:
+        super().__init__(f"non-finite loss at step {step} ({value})")
+        self.step = step
+        self.hpsearch_reason = f"non-finite loss at step {step}"
 
 
 class TrainerSettings(BaseModel):

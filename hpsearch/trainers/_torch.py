@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, Field
 
-from hpsearch.trainers._base import TrialContext, TrialPruned
+from hpsearch.trainers._base import NonFiniteLoss, TrialContext, TrialPruned
 
 if TYPE_CHECKING:
     import torch
@@ -477,6 +477,9 @@ def train_loop(
             with _autocast(device):
                 logits = forward(train_model, batch)
             loss = training_loss(logits, labels, settings, l1_params)
+            loss_value = loss.item()
+            if not math.isfinite(loss_value):
+                raise NonFiniteLoss(step + 1, loss_value)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if settings.grad_clip is not None:
@@ -484,7 +487,7 @@ def train_loop(
             optimizer.step()
             scheduler.step()
             step += 1
-            loss_sum += loss.item()
+            loss_sum += loss_value
             loss_n += 1
             if every is not None and step % every == 0:
                 checkpoint(step)
