@@ -156,6 +156,9 @@ def load_result(
     from hpsearch.config import load_config
 
     cfg = study if isinstance(study, StudyConfig) else load_config(study)
+    if storage:
+        # As in `run`: an overriding storage also moves the default artifact folder.
+        cfg = cfg.model_copy(update={"storage": storage})
     url = storage or cfg.resolved_storage()
     check_storage(url, file=str(cfg.source or "<study>"), must_exist=True)
     return StudyResult(name or cfg.name, url, config=cfg)
