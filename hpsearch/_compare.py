@@ -211,7 +211,7 @@ def _read_storage(url: str, names: list[str] | None) -> list[dict[str, Any]]:
             for tid, value, vtype in con.execute(
                 select(v.c.trial_id, v.c.value, v.c.value_type)
                 .select_from(v.join(tr, tr.c.trial_id == v.c.trial_id))
-                .where(and_(tr.c.study_id.in_(ids), tr.c.state == "COMPLETE", v.c.objective == 0))
+                .where(and_(tr.c.study_id.in_(ids), sqlalchemy.cast(tr.c.state, sqlalchemy.String) == "COMPLETE", v.c.objective == 0))
             ):
                 values[tid] = (value, str(vtype))
 
@@ -316,7 +316,7 @@ def _targets(
         else:
             cfg = load_config(item)
         url = storage or cfg.resolved_storage()
-        check_storage(url, file=str(cfg.source or "<study>"), must_exist=True)
+        check_storage(url, file=cfg.file, must_exist=True)
         out.append((url, cfg.name))
     return out
 

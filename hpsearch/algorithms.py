@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -12,7 +13,10 @@ from hpsearch.errors import ConfigError, one_line
 if TYPE_CHECKING:
     import optuna
 
-__all__ = ["SAMPLERS", "PRUNERS", "make_sampler", "make_pruner", "HpsearchGridSampler"]
+__all__ = ["SAMPLERS", "PRUNERS", "RETRY_ATTR", "make_sampler", "make_pruner"]
+
+#: Trial system attribute: this FAIL trial's params should run again (set by the manager).
+RETRY_ATTR = "hpsearch:retry"
 
 
 def _grid(cfg: StudyConfig, **options: Any) -> optuna.samplers.BaseSampler:
@@ -28,7 +32,10 @@ def _optuna(name: str) -> Callable[..., Any]:
         cls = getattr(optuna.samplers, name)
         if "seed" in inspect.signature(cls).parameters:
             options.setdefault("seed", cfg.sampler.seed)
-        return cls(**options)
+        with warnings.catch_warnings():
+            # "QMCSampler is experimental": noise for a CLI that promises one line on bad input.
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return cls(**options)
 
     factory.__name__ = name
     return factory
@@ -80,7 +87,7 @@ def _call(factory: Callable[..., Any], kind: str, options: dict[str, Any], file:
 
 def make_sampler(cfg: StudyConfig) -> optuna.samplers.BaseSampler:
     """The study's sampler, built from ``sampler.name`` and ``sampler.options``."""
-    file = str(cfg.source) if cfg.source else "<study>"
+    file = cfg.file
     factory = _target(cfg.sampler.name, "sampler", SAMPLERS, file)
     return _call(factory, "sampler", dict(cfg.sampler.options), file, cfg)
 
@@ -89,7 +96,7 @@ def make_pruner(cfg: StudyConfig) -> optuna.pruners.BasePruner:
     """The study's pruner, built from ``pruner.name`` and ``pruner.options``."""
     import optuna
 
-    file = str(cfg.source) if cfg.source else "<study>"
+    file = cfg.file
     cls = getattr(optuna.pruners, _target(cfg.pruner.name, "pruner", PRUNERS, file))
     options = dict(cfg.pruner.options)
     bad = next((k for k in options if k not in inspect.signature(cls).parameters), None)
@@ -110,9 +117,10 @@ def _grid_sampler_class() -> type:
     Optuna's version counts FAIL trials as visited (so a failed point is never
     retried), assigns ``grid_id = trial.number`` for the first trials (wrong
     after a resume with failures) and calls ``study.stop()`` in ``after_trial``
-    (which raises outside ``optimize``). Here only COMPLETE and PRUNED points
-    are done, failed points come first, and exhaustion is checked by the
-    manager through :meth:`is_exhausted`.
+    (which raises outside ``optimize``). Here a point is done when a trial of
+    it is COMPLETE, PRUNED, or FAIL without the manager's retry mark; points
+    of FAIL trials marked for retry (orphaned, worker died) run first; and
+    exhaustion is checked by the manager through :meth:`is_exhausted`.
     """
     global _GRID_CLASS
     if _GRID_CLASS is not None:
@@ -134,7 +142,10 @@ def _grid_sampler_class() -> type:
                 elif t.state in (TrialState.RUNNING, TrialState.WAITING):
                     running.add(gid)
                 elif t.state == TrialState.FAIL:
-                    failed.append(gid)
+                    if t.system_attrs.get(RETRY_ATTR):
+                        failed.append(gid)
+                    else:
+                        done.add(gid)  # failed for a reason a re-run would repeat
             return done, running, failed
 
         def remaining(self, study: optuna.Study) -> int:

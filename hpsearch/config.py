@@ -208,6 +208,8 @@ class StudyConfig(_Model):
 
     #: Where the study file lives; relative paths in it resolve from here.
     source: Path | None = Field(default=None, exclude=True)
+    #: The study file as the user named it, for messages.
+    display_path: str | None = Field(default=None, exclude=True)
 
     @field_validator("search_space", mode="before")
     @classmethod
@@ -235,6 +237,13 @@ class StudyConfig(_Model):
                     "only letters, digits, '_' and '.'"
                 )
         return v
+
+    @property
+    def file(self) -> str:
+        """The study file for error messages: as the user named it."""
+        if self.display_path:
+            return self.display_path
+        return str(self.source) if self.source is not None else "<study>"
 
     @property
     def study_dir(self) -> Path:
@@ -371,13 +380,27 @@ def _loc(loc: tuple[Any, ...]) -> str:
     return out or "(top level)"
 
 
+_SCALAR_MEMBERS = ("bool", "int", "float", "str", "none")
+
+
+def _drop_member(loc: tuple[Any, ...]) -> tuple[Any, ...]:
+    """``choices[0].bool`` -> ``choices[0]``: pydantic names the union member it tried."""
+    if len(loc) >= 2 and loc[-1] in _SCALAR_MEMBERS and isinstance(loc[-2], int):
+        return loc[:-1]
+    return loc
+
+
 def _format_validation(err: ValidationError, file: str) -> str:
-    e = err.errors()[0]
-    loc = _loc(tuple(e["loc"]))
+    errors = err.errors()
+    e = errors[0]
+    raw = tuple(e["loc"])
+    loc = _loc(_drop_member(raw))
     msg = e["msg"].removeprefix("Value error, ")
     kind = e["type"]
     got = e.get("input")
-    if kind == "extra_forbidden":
+    if _drop_member(raw) != raw:
+        msg = f"expected a number, string, true/false or null, got {type(got).__name__} {repr(got)[:80]}"
+    elif kind == "extra_forbidden":
         msg = "unknown key; remove it or check its spelling against the README"
     elif kind == "missing":
         msg = "required but missing; add it"
@@ -389,7 +412,7 @@ def _format_validation(err: ValidationError, file: str) -> str:
         msg = f"expected a mapping, got {type(got).__name__} {got!r}"
     elif got is not None and not isinstance(got, (dict, list)) and "got" not in msg:
         msg = f"{msg}; got {got!r}"
-    more = len(err.errors()) - 1
+    more = len({_drop_member(tuple(x["loc"])) for x in errors}) - 1
     tail = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
     return one_line(f"{file}: {loc}: {msg}{tail}")
 
@@ -465,7 +488,7 @@ def load_config(path: str | os.PathLike[str], overrides: dict[str, Any] | None =
                 raise ConfigError(f"{file}: {key}: cannot override inside a non-mapping")
         node[parts[-1]] = value
     try:
-        cfg = StudyConfig.model_validate({**data, "source": p.resolve()})
+        cfg = StudyConfig.model_validate({**data, "source": p.resolve(), "display_path": file})
     except ValidationError as e:
         raise ConfigError(_format_validation(e, file)) from None
     for i, other in enumerate(cfg.compare_with_paths()):

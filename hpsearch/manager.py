@@ -27,6 +27,7 @@ import yaml
 from pydantic import ValidationError
 
 from hpsearch._version import __version__
+from hpsearch.algorithms import RETRY_ATTR
 from hpsearch.config import StudyConfig, _format_validation
 from hpsearch.errors import ConfigError, HpsearchError, StudyFailedError, one_line
 from hpsearch.progress import Progress, ProgressStats
@@ -43,7 +44,6 @@ __all__ = ["StudyManager", "Interrupted", "Prepared", "prepare", "resolved_confi
 
 DRIVER_ATTR = "hpsearch:driver"
 HEARTBEAT_PREFIX = "hpsearch:heartbeat:"
-RETRY_ATTR = "hpsearch:retry"
 #: A driver on another host whose heartbeat is older than this is presumed dead.
 HEARTBEAT_STALE_S = 120.0
 HEARTBEAT_EVERY_S = 30.0
@@ -78,7 +78,7 @@ def _prefixed(err: HpsearchError, file: str) -> HpsearchError:
 
 
 def build_trainer(cfg: StudyConfig) -> BaseTrainer:
-    file = str(cfg.source) if cfg.source else "<study>"
+    file = cfg.file
     kind = cfg.trainer.kind
     if kind not in TRAINERS:
         raise ConfigError(f"{file}: trainer.kind: unknown trainer {kind!r}; choose one of: {', '.join(TRAINERS)}")
@@ -96,7 +96,7 @@ def prepare(cfg: StudyConfig, *, check_trainer: bool = True) -> Prepared:
     from hpsearch.algorithms import make_pruner, make_sampler
     from hpsearch.space import to_distributions
 
-    file = str(cfg.source) if cfg.source else "<study>"
+    file = cfg.file
     if cfg.n_trials is None and cfg.timeout is None and cfg.sampler.name != "grid":
         raise ConfigError(f"{file}: n_trials: set n_trials or timeout, or the study never ends")
     sampler = make_sampler(cfg)
@@ -117,9 +117,31 @@ def prepare(cfg: StudyConfig, *, check_trainer: bool = True) -> Prepared:
             trainer.validate(set(cfg.search_space))
         except HpsearchError as e:
             raise _prefixed(e, file) from None
+    if cfg.executor == "ray":
+        check_ray_address(cfg.ray.address or os.environ.get("RAY_ADDRESS"), file)
     url = cfg.resolved_storage()
     check_storage(url, file=file)
     return Prepared(cfg, file, trainer, distributions, sampler, pruner, url)
+
+
+def check_ray_address(address: str | None, file: str, *, timeout: float = 5.0) -> None:
+    """Refuse an unreachable ``host:port`` before anything is written.
+
+    Ray itself retries a dead address for minutes; a TCP connect answers in seconds.
+    """
+    if not address or address in ("auto", "local"):
+        return
+    hostport = address.split("://", 1)[-1].rsplit("/", 1)[0]
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"{file}: ray.address: expected host:port or ray://host:port, got {address!r}")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise ConfigError(
+            f"{file}: ray.address: cannot reach Ray at {address} ({e.strerror or e}); start the "
+            "cluster (ray start --head) or fix the address, or drop it to run on a local Ray"
+        ) from None
 
 
 def resolved_config_yaml(cfg: StudyConfig) -> str:
@@ -303,16 +325,16 @@ class StudyManager:
             study._storage.set_trial_user_attr(t._trial_id, "fail_reason", "orphaned")
             study._storage.set_trial_system_attr(t._trial_id, RETRY_ATTR, True)
             study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
+            # Not the trial's fault: the re-run keeps its attempt number.
             self._requeue(study, t.params, t.number, int(t.user_attrs.get("hpsearch.attempt", 1)))
             n += 1
         return n
 
     def _requeue(self, study: optuna.Study, params: dict[str, Any], number: int, attempt: int) -> None:
+        """Queue ``params`` to run next, as attempt number ``attempt``."""
         if self.config.sampler.name == "grid":
             return  # the grid sampler re-runs failed points marked for retry first
-        study.enqueue_trial(
-            params, user_attrs={"hpsearch.retry_of": number, "hpsearch.attempt": attempt + 1}
-        )
+        study.enqueue_trial(params, user_attrs={"hpsearch.retry_of": number, "hpsearch.attempt": attempt})
 
     # ------------------------------------------------------------ the loop
 
@@ -590,6 +612,8 @@ class StudyManager:
         if study._storage.get_trial_system_attrs(trial._trial_id).get(DRIVER_ATTR) != self._driver:  # queued: claim it
             study._storage.set_trial_system_attr(trial._trial_id, DRIVER_ATTR, self._driver)
         attempt = int(trial.user_attrs.get("hpsearch.attempt", 1))
+        if self.config.sampler.name == "grid":
+            attempt += self._grid_failures(study, trial)
         params = dict(trial.params)
         self._running[trial.number] = _Running(trial, params, attempt)
         executor.submit(
@@ -604,6 +628,19 @@ class StudyManager:
         )
         self._stats.running = len(self._running)
         self._progress.update(self._stats)
+
+    @staticmethod
+    def _grid_failures(study: optuna.Study, trial: optuna.trial.Trial) -> int:
+        """Earlier runs of this grid point that failed by their own fault (for max_retries)."""
+        from optuna.trial import TrialState
+
+        gid = study._storage.get_trial_system_attrs(trial._trial_id).get("grid_id")
+        return sum(
+            1
+            for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+            if t.system_attrs.get("grid_id") == gid
+            and t.user_attrs.get("fail_reason") not in ("orphaned", "interrupted")
+        )
 
     def _on_report(self, event: TrialEvent, executor: BaseExecutor) -> None:
         run = self._running.get(event.number)
@@ -686,7 +723,8 @@ class StudyManager:
             study._storage.set_trial_system_attr(run.trial._trial_id, RETRY_ATTR, True)
         study.tell(run.trial, state=TrialState.FAIL)
         if retry:
-            self._requeue(study, run.params, run.trial.number, run.attempt)
+            interrupted = reason == "interrupted"
+            self._requeue(study, run.params, run.trial.number, run.attempt + (0 if interrupted else 1))
         self._refresh_stats(study)
 
     @staticmethod

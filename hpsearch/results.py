@@ -160,5 +160,5 @@ def load_result(
         # As in `run`: an overriding storage also moves the default artifact folder.
         cfg = cfg.model_copy(update={"storage": storage})
     url = storage or cfg.resolved_storage()
-    check_storage(url, file=str(cfg.source or "<study>"), must_exist=True)
+    check_storage(url, file=cfg.file, must_exist=True)
     return StudyResult(name or cfg.name, url, config=cfg)

@@ -61,7 +61,7 @@ def grid_values(name: str, spec: FloatParam | IntParam | CategoricalParam, file:
 
 def grid_points(cfg: StudyConfig) -> dict[str, list[Any]]:
     """The grid search space of a study: parameter -> values."""
-    file = str(cfg.source) if cfg.source else "<study>"
+    file = cfg.file
     if not cfg.search_space:
         raise ConfigError(f"{file}: search_space: the grid sampler needs at least one parameter")
     space = {name: grid_values(name, spec, file) for name, spec in cfg.search_space.items()}

@@ -43,6 +43,8 @@ def load_tabular(
             f"{field}: unknown dataset {dataset!r}; use one of {', '.join(BUNDLED)} "
             "or a .csv/.tsv file path"
         )
+    if path.is_dir():
+        raise ConfigError(f"{field}: {path} is a directory, not a .csv/.tsv file; fix the path")
     if not path.is_file():
         raise ConfigError(f"{field}: file {path} does not exist; fix the path")
     import pandas as pd

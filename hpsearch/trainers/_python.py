@@ -48,9 +48,17 @@ def load_function(spec: str, base_dir: Path, *, field: str = "trainer.function")
             sys.modules[name] = module
             module_spec.loader.exec_module(module)
         else:
-            if str(base_dir) not in sys.path:
-                sys.path.insert(0, str(base_dir))
-            module = importlib.import_module(target)
+            # The study folder comes first only while the named module imports (it and its
+            # siblings resolve there), then last: a study folder holding ray.py, datasets.py
+            # or plotly.py must not shadow the packages imported after it.
+            base = str(base_dir)
+            sys.path.insert(0, base)
+            try:
+                module = importlib.import_module(target)
+            finally:
+                sys.path.remove(base)
+                if base not in sys.path:
+                    sys.path.append(base)
     except ConfigError:
         raise
     except ModuleNotFoundError as e:

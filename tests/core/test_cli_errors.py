@@ -36,6 +36,7 @@ CASES = {
     "python_tag": ("name: !!python/object/apply:os.system ['touch pwned']\n" + GOOD.split("\n", 2)[2], "refused"),
     "unreachable_postgres": (GOOD + "storage: postgresql+psycopg://u:sekret@127.0.0.1:9/db\n", "storage: cannot connect"),
     "sqlite_missing_dir": (GOOD + "storage: sqlite:////nonexistent/dir/x.db\n", "storage: folder /nonexistent/dir does not exist"),
+    "unreachable_ray": (GOOD.replace("executor: local", "executor: ray") + "ray: {address: '127.0.0.1:9'}\n", "ray.address: cannot reach Ray at 127.0.0.1:9"),
     "bad_scheme": (GOOD + "storage: redis://localhost\n", "storage: unsupported storage URL"),
     "grid_float_no_step": (GOOD + "sampler: {name: grid}\n", "search_space.x: a grid needs explicit values"),
     "unknown_estimator": (GOOD.replace('{kind: python, function: "obj.py:quadratic"}', "{kind: sklearn_cv, estimator: sklearn.tree.NoSuchTree}"), "trainer.estimator: cannot import"),
