@@ -1,9 +1,11 @@
-# Services the tests use: a throwaway PostgreSQL on 127.0.0.1 and docker-compose (v1, to
-# validate docker-compose.yml without an engine). Source it, don't run it:
+# Services the tests use: a throwaway PostgreSQL on 127.0.0.1, docker-compose (v1, to
+# validate docker-compose.yml without an engine) and Debian's chromium + chromium-driver
+# (browser tests). Source it, don't run it:
 #
 #   source .ci/services.sh      # .ci/test does this before pytest
 #
-# As root it installs what is missing from Debian (postgresql, docker-compose). It then
+# As root it installs what is missing from Debian (postgresql, docker-compose, chromium,
+# chromium-driver). It then
 # starts a private cluster under /tmp/hps-pg-XXXXXX (initdb as user postgres, trust on the
 # loopback except for role hps_secret, which must give its scram-sha-256 password), on a
 # free port, creates database hpsearch_test, and exports:
@@ -27,6 +29,9 @@ _hps_services_install() {
   local need=()
   compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need+=(postgresql)
   command -v docker-compose >/dev/null || need+=(docker-compose)
+  # Browser tests (marker `browser`): Debian's Chromium and its driver, never a downloaded browser.
+  [ -x /usr/bin/chromium ] || need+=(chromium)
+  [ -x /usr/bin/chromedriver ] || need+=(chromium-driver)
   [ "${#need[@]}" -eq 0 ] && return 0
   if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
     echo "services: ${need[*]} missing and not root with apt-get; install them to run those tests" >&2

@@ -207,6 +207,45 @@ def export(
 
 
 @app.command()
+def dashboard(
+    study: Annotated[Optional[Path], typer.Argument(help="Study YAML file (its storage and artifacts).", show_default=False)] = None,
+    storage: StorageOpt = None,
+    host: Annotated[str, typer.Option("--host", help="Address to listen on; anything but 127.0.0.1/localhost is reachable from the network.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="Port to listen on.")] = 8080,
+) -> None:
+    """Serve optuna-dashboard, read-only, on the study's storage with its artifacts (Ctrl-C stops it)."""
+
+    def go() -> None:
+        from hpsearch._dashboard import host_warning, require_extra, resolve, serve
+
+        warning = host_warning(host)
+        if warning:
+            typer.echo(warning, err=True)
+        require_extra("optuna_dashboard")
+        serve(resolve(study, storage), host=host, port=port)
+
+    _guard(go)
+
+
+@app.command()
+def report(
+    studies: Annotated[list[Path], typer.Argument(help="Study YAML files.", show_default=False)],
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="HTML file (or folder) to write; default dashboards/<study>.html.")] = None,
+    storage: StorageOpt = None,
+    title: Annotated[Optional[str], typer.Option("--title", help="Page title.")] = None,
+) -> None:
+    """Write a self-contained HTML report: history, importances, intermediate values, parallel coordinates, compare table."""
+
+    def go() -> None:
+        from hpsearch._report import write_report
+
+        path = write_report(list(studies), output=output, storage=storage, title=title)
+        typer.echo(str(path))
+
+    _guard(go)
+
+
+@app.command()
 def version() -> None:
     """Print the hpsearch version."""
     from hpsearch._version import __version__

@@ -176,7 +176,7 @@ def open_storage(url: str, *, create: bool = True) -> optuna.storages.RDBStorage
             # Several drivers creating the schema at once race in CREATE TABLE / TYPE:
             # the loser sees "already exists" or a duplicate key; the schema is there now.
             text = str(e).lower()
-            if attempt < 5 and ("already exists" in text or "duplicate key" in text):
+            if attempt < 5 and any(m in text for m in ("already exists", "duplicate key", "unique constraint")):
                 time.sleep(0.2 * (attempt + 1))
                 continue
             error: Exception = e

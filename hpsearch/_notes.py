@@ -1,0 +1,310 @@
+"""The live study note in optuna-dashboard: config, progress, baselines, and a figure.
+
+The study manager calls :func:`on_progress` whenever its progress changes. At
+most every :data:`NOTE_EVERY_S` seconds (and once more when the study ends) it
+writes, as the study's only writer:
+
+* a Markdown note (``optuna_dashboard.save_note``): progress, best value, a
+  table against the baselines named in ``compare_with``, the best params and
+  the resolved study config;
+* a plotly figure (``optuna_dashboard.save_plotly_graph_object``, a fixed id
+  so it is replaced, not piled up): best value over time, each baseline's best
+  drawn as a dashed line.
+
+A note is a convenience: any failure is logged once and the study goes on.
+Without optuna-dashboard installed nothing is written; without plotly, no figure.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import math
+import socket
+import time
+import weakref
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from hpsearch.errors import one_line
+
+if TYPE_CHECKING:
+    import optuna
+
+    from hpsearch.manager import StudyManager
+
+__all__ = ["FIGURE_ID", "NOTE_EVERY_S", "StudyNote", "on_progress", "render_note", "best_over_time_figure"]
+
+log = logging.getLogger("hpsearch.notes")
+
+NOTE_EVERY_S = 10.0
+#: Baseline studies rarely change while this one runs: read them at most this often.
+BASELINE_EVERY_S = 60.0
+FIGURE_ID = "hpsearch-best-over-time"
+_NOTES: weakref.WeakKeyDictionary[Any, StudyNote] = weakref.WeakKeyDictionary()
+
+
+def on_progress(manager: StudyManager, study: optuna.Study) -> None:
+    """Hook for :class:`~hpsearch.manager.StudyManager`: update the note if it is due. Never raises."""
+    try:
+        note = _NOTES.get(manager)
+        if note is None:
+            note = _NOTES[manager] = StudyNote(manager)
+        note.maybe_write(study)
+    except Exception as e:  # noqa: BLE001 - a note must never fail a study
+        _warn_once(manager, e)
+
+
+_warned: set[tuple[int, str]] = set()
+
+
+def _warn_once(owner: Any, err: BaseException) -> None:
+    key = (id(owner), type(err).__name__)
+    if key in _warned:
+        return
+    _warned.add(key)
+    from hpsearch.storage import mask_secrets
+
+    log.warning("dashboard note not updated (the study goes on): %s", mask_secrets(one_line(f"{type(err).__name__}: {err}"))[:300])
+
+
+@dataclass
+class _Summary:
+    done: int = 0
+    complete: int = 0
+    pruned: int = 0
+    failed: int = 0
+    running: int = 0
+    best: float | None = None
+    best_number: int | None = None
+    best_params: dict[str, Any] = field(default_factory=dict)
+    compute_s: float = 0.0
+    curve: list[tuple[dt.datetime, float, float]] = field(default_factory=list)  # (time, value, best so far)
+
+
+def summarise(trials: list[optuna.trial.FrozenTrial], maximize: bool) -> _Summary:
+    from optuna.trial import TrialState
+
+    s = _Summary()
+    finished = []
+    for t in trials:
+        if t.state == TrialState.COMPLETE:
+            s.complete += 1
+            s.done += 1
+            if t.value is not None and t.datetime_complete is not None:
+                finished.append(t)
+        elif t.state == TrialState.PRUNED:
+            s.pruned += 1
+            s.done += 1
+        elif t.state == TrialState.FAIL:
+            s.failed += 1
+        elif t.state == TrialState.RUNNING:
+            s.running += 1
+        if t.duration is not None and t.state != TrialState.RUNNING:
+            s.compute_s += t.duration.total_seconds()
+    finished.sort(key=lambda t: (t.datetime_complete, t.number))
+    for t in finished:
+        v = float(t.value)  # type: ignore[arg-type]
+        if s.best is None or (v > s.best if maximize else v < s.best):
+            s.best, s.best_number, s.best_params = v, t.number, dict(t.params)
+        s.curve.append((t.datetime_complete, v, s.best))  # type: ignore[arg-type]
+    return s
+
+
+def _fmt(v: Any, digits: int = 4) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "–"
+    if isinstance(v, float):
+        return f"{v:.{digits}g}"
+    return str(v)
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "–"
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _cell(text: Any) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def render_note(
+    *, name: str, description: str, metric: str, direction: str, state: str, total: int | None,
+    summary: _Summary, baselines: list[dict[str, Any]], config_yaml: str, method: str,
+    updated: str,
+) -> str:
+    """The study note as Markdown (pure function: the tests check it without a database)."""
+    s = summary
+    maximize = direction == "maximize"
+    progress = f"**{s.done}** trials finished" if total is None else f"**{s.done} / {total}** trials finished"
+    lines = [f"## {name}: {state}"]
+    if description:
+        lines += ["", _cell(description)]
+    best = f"**{metric} = {_fmt(s.best)}** (trial {s.best_number})" if s.best is not None else "no complete trial yet"
+    lines += [
+        "",
+        f"{progress} · {s.running} running · {s.pruned} pruned · "
+        f"{s.failed} failed · best {best} · compute {_duration(s.compute_s)}",
+        "",
+        f"_{direction} {metric} · updated {updated}_",
+    ]
+    if baselines:
+        lines += ["", "### Compared with baselines", "",
+                  f"| study | method | best {metric} | ± | trials | compute | this study vs it |",
+                  "|---|---|---|---|---|---|---|",
+                  f"| **{_cell(name)}** (this study) | {_cell(method)} | **{_fmt(s.best)}** | | {s.complete} | "
+                  f"{_duration(s.compute_s)} | |"]
+        for b in baselines:
+            if b.get("error"):
+                lines.append(f"| {_cell(b['study'])} | | – | | | | {_cell(b['error'])} |")
+                continue
+            diff = ""
+            if s.best is not None and b.get("best_value") is not None:
+                d = s.best - b["best_value"]
+                ahead = d > 0 if maximize else d < 0
+                diff = f"{d:+.4g} ({'ahead' if ahead else 'behind' if d else 'level'})"
+            lines.append(
+                f"| {_cell(b['study'])} | {_cell(b.get('method') or b.get('trainer') or '')} | "
+                f"{_fmt(b.get('best_value'))} | {_fmt(b.get('best_std'), 2)} | {b.get('complete', 0)} | "
+                f"{_duration(b.get('compute_s'))} | {diff} |"
+            )
+    if s.best_params:
+        lines += ["", "### Best params", "", "| param | value |", "|---|---|"]
+        lines += [f"| {_cell(k)} | {_cell(_fmt(v, 6))} |" for k, v in s.best_params.items()]
+    lines += ["", "### Study config", "", "```yaml", config_yaml.rstrip(), "```"]
+    return "\n".join(lines) + "\n"
+
+
+def best_over_time_figure(
+    name: str, metric: str, summary: _Summary, baselines: list[dict[str, Any]]
+) -> Any:
+    """Plotly figure: each trial's value, the best so far, and each baseline's best as a line."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    xs = [c[0] for c in summary.curve]
+    fig.add_trace(go.Scatter(x=xs, y=[c[1] for c in summary.curve], mode="markers", name="trial",
+                             marker={"color": "#9aa5b1", "size": 7}))
+    fig.add_trace(go.Scatter(x=xs, y=[c[2] for c in summary.curve], mode="lines", name=f"best {name}",
+                             line={"color": "#2563eb", "width": 3, "shape": "hv"}))
+    palette = ["#dc2626", "#16a34a", "#9333ea", "#ea580c"]
+    for i, b in enumerate(b for b in baselines if b.get("best_value") is not None):
+        fig.add_hline(y=b["best_value"], line_dash="dash", line_color=palette[i % len(palette)],
+                      annotation_text=f"{b['study']} {b['best_value']:.4g}", annotation_position="bottom right")
+    fig.update_layout(
+        template="none", title={"text": f"Best {metric} over time"}, height=360,
+        xaxis_title="time", yaxis_title=metric, margin={"l": 60, "r": 20, "t": 50, "b": 50},
+        legend={"orientation": "h", "y": -0.25},
+    )
+    return fig
+
+
+class StudyNote:
+    """Writes one manager's study note; the decisions of *when* live here."""
+
+    def __init__(self, manager: StudyManager) -> None:
+        import importlib.util
+
+        self.manager = manager
+        self.enabled = importlib.util.find_spec("optuna_dashboard") is not None
+        self.has_plotly = importlib.util.find_spec("plotly") is not None
+        self.last_write = -math.inf
+        self.last_key: tuple[Any, ...] | None = None
+        self.last_body: str | None = None
+        self._baselines: list[dict[str, Any]] = []
+        self._baselines_at = -math.inf
+        if not self.enabled:
+            log.info("optuna-dashboard is not installed: no study note (pip install 'hpsearch[dashboard]')")
+
+    def _finished(self) -> bool:
+        m = self.manager
+        if m._running:
+            return False
+        st = m._stats
+        return (
+            m.prepared.trainer.imports_trials
+            or (st.total is not None and st.done >= st.total)
+            or m._failures >= m.config.max_failures
+            or m._interrupts > 0
+        )
+
+    def maybe_write(self, study: optuna.Study) -> None:
+        if not self.enabled:
+            return
+        st = self.manager._stats
+        key = (st.done, st.pruned, st.failed, st.running, st.best)
+        now = time.monotonic()
+        first = self.last_key is None
+        due = now - self.last_write >= NOTE_EVERY_S and key != self.last_key
+        final = self._finished() and key != self.last_key
+        if not (first or due or final):
+            return
+        self.last_write, self.last_key = now, key
+        self.write(study, final=self._finished())
+
+    def baselines(self) -> list[dict[str, Any]]:
+        cfg = self.manager.config
+        if not cfg.compare_with:
+            return []
+        now = time.monotonic()
+        if now - self._baselines_at < BASELINE_EVERY_S:
+            return self._baselines
+        from hpsearch._compare import compare_rows
+        from hpsearch.errors import HpsearchError
+
+        rows = []
+        for rel, path in zip(cfg.compare_with, cfg.compare_with_paths()):
+            try:
+                try:
+                    rows += compare_rows([str(path)])
+                except HpsearchError:
+                    # Run with --storage: the baseline may live in this study's storage.
+                    rows += compare_rows([str(path)], storage=self.manager.prepared.storage_url)
+            except HpsearchError as e:
+                label = path.stem
+                try:
+                    from hpsearch.config import load_config
+
+                    label = load_config(path).name
+                except HpsearchError:
+                    pass
+                rows.append({"study": label, "error": f"not run yet: hpsearch run {rel}" if "run it first" in str(e) else one_line(str(e))[:120]})
+        self._baselines, self._baselines_at = rows, now
+        return rows
+
+    def write(self, study: optuna.Study, *, final: bool) -> None:
+        import optuna_dashboard
+
+        from hpsearch.manager import resolved_config_yaml
+
+        m = self.manager
+        cfg = m.config
+        summary = summarise(study.get_trials(deepcopy=False), cfg.objective.direction == "maximize")
+        baselines = self.baselines()
+        if m._interrupts:
+            state = "interrupted"
+        elif m._failures >= cfg.max_failures:
+            state = "stopped (max_failures)"
+        else:
+            state = "finished" if final else "running"
+        stamp = dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
+        updated = f"{stamp} on {socket.gethostname()}"
+        body = render_note(
+            name=cfg.name, description=cfg.description, metric=cfg.objective.metric,
+            direction=cfg.objective.direction, state=state,
+            total=None if m.prepared.trainer.imports_trials else m._stats.total, summary=summary,
+            baselines=baselines, config_yaml=resolved_config_yaml(cfg),
+            method=(cfg.trainer_settings.get("strategy") if m.prepared.trainer.imports_trials else cfg.sampler.name) or "",
+            updated=updated,
+        )
+        if body.replace(updated, "") != self.last_body:  # the time alone changed: keep the old note
+            optuna_dashboard.save_note(study, body)
+            self.last_body = body.replace(updated, "")
+        if self.has_plotly and summary.curve:
+            fig = best_over_time_figure(cfg.name, cfg.objective.metric, summary, baselines)
+            optuna_dashboard.save_plotly_graph_object(study, fig, graph_object_id=FIGURE_ID)
