@@ -12,12 +12,12 @@ from __future__ import annotations
 import datetime as dt
 import html
 import json
-import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hpsearch._notes import _duration, _fmt
 from hpsearch.errors import ConfigError, one_line
 
 if TYPE_CHECKING:
@@ -106,24 +106,6 @@ def _fig_html(fig: Any, div_id: str) -> str:
         full_html=False, include_plotlyjs=False, div_id=div_id,
         config={"displaylogo": False, "responsive": True, "modeBarButtonsToRemove": ["lasso2d", "select2d"]},
     )
-
-
-def _fmt(v: Any, digits: int = 4) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "–"
-    if isinstance(v, float):
-        return f"{v:.{digits}g}"
-    return str(v)
-
-
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "–"
-    if seconds < 90:
-        return f"{seconds:.1f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.1f} h"
 
 
 def _e(text: Any) -> str:

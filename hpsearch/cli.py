@@ -7,7 +7,6 @@ Exit codes: 0 done, 1 the study failed (max_failures), 2 bad input
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Annotated, Any, Optional
 

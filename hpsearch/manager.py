@@ -37,7 +37,7 @@ from hpsearch.trainers import TRAINERS, BaseTrainer, TrialResources, trainer_cla
 if TYPE_CHECKING:
     import optuna
 
-    from hpsearch.executors import BaseExecutor, TrialEvent, TrialOutcome
+    from hpsearch.executors import BaseExecutor, TrialEvent
     from hpsearch.results import StudyResult
 
 __all__ = ["StudyManager", "Interrupted", "Prepared", "prepare", "resolved_config_yaml"]

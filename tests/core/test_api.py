@@ -14,7 +14,7 @@ from optuna.trial import TrialState
 
 import hpsearch
 from hpsearch.manager import DRIVER_ATTR
-from tests.conftest import OBJECTIVES, WORKER_KILL, run_cli
+from tests.conftest import OBJECTIVES, WORKER_KILL
 
 STUDY = """
 name: api
