@@ -12,7 +12,9 @@ from optuna.trial import TrialState
 
 from tests.conftest import DDP, run_cli
 
-pytestmark = pytest.mark.ray
+# The text trainer's DDP tests (tests/text) run in the default suite; these
+# python-function ones cover the same Ray Train path and are kept for `-m slow`.
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 STUDY = """
 name: ddp

@@ -27,7 +27,7 @@ trainer: {kind: python, function: "obj.py:epochs"}
 
 
 @pytest.mark.ray
-@pytest.mark.parametrize("executor", ["ray", "local"])
+@pytest.mark.parametrize("executor", [pytest.param("ray", marks=pytest.mark.slow), "local"])
 def test_sigint_once_then_resume(write_study, tmp_path, executor):
     path = write_study(STUDY, **{"obj.py": SLOW_EPOCHS})
     proc = subprocess.Popen(
@@ -58,7 +58,7 @@ def test_sigint_once_then_resume(write_study, tmp_path, executor):
 
 
 @pytest.mark.ray
-@pytest.mark.parametrize("executor", ["ray", "local"])
+@pytest.mark.parametrize("executor", [pytest.param("ray", marks=pytest.mark.slow), "local"])
 def test_sigint_twice_stops_at_once_then_resume(write_study, tmp_path, executor):
     path = write_study(STUDY, **{"obj.py": SLOW_EPOCHS})
     proc = subprocess.Popen(

@@ -18,6 +18,7 @@ def test_kill_driver_then_resume(kind, tmp_path):
 
 
 @pytest.mark.ray
+@pytest.mark.slow
 def test_kill_driver_during_ddp_trial(tmp_path):
     summary = kill_loop("ddp", kills=1, workdir=tmp_path, seed=1)
     assert summary["kills"] == 1
