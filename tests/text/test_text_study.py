@@ -61,7 +61,7 @@ def test_text_study_stores_curve_confusion_and_exportable_model(tmp_path):
     best = study.best_trial
     assert sorted(best.intermediate_values) == [1, 2]  # reported each epoch
     attrs = best.user_attrs
-    assert len(attrs["curve"]) == 2 and len(attrs["confusion_matrix"]["matrix"]) == 5
+    assert len(attrs["curve"]) == 2 and len(attrs["confusion_matrix"]) == 5
     for key in ("time_load", "time_tokenize", "time_train", "time_eval"):
         assert attrs["metrics"][key] >= 0
     assert "model.tar" in attrs["artifacts"] and "confusion_matrix.json" in attrs["artifacts"]
