@@ -69,7 +69,8 @@ def test_services_and_their_shape(compose):
     assert "optuna-dashboard" in str(dash["command"]) and "@postgres:5432/" in str(dash["command"])
     assert dash["depends_on"]["postgres"]["condition"] == "service_healthy"
     runner = services["hpsearch"]
-    assert runner["environment"]["RAY_ADDRESS"] == "ray://ray-head:10001"
+    assert runner["environment"]["RAY_ADDRESS"] == "auto"
+    assert "ray start --address=ray-head:6379 --num-cpus=0 --num-gpus=0" in " ".join(runner["entrypoint"])
     assert "@postgres:5432/" in str(runner["entrypoint"]) and runner["command"][:2] == ["hpsearch", "run"]
     env_example = (REPO / ".env.example").read_text()
     for var in ("POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN"):
