@@ -19,7 +19,7 @@ import tarfile
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -195,7 +195,6 @@ class _Running:
     params: dict[str, Any]
     attempt: int
     stop_requested: bool = False
-    started: float = field(default_factory=time.time)
 
 
 class StudyManager:

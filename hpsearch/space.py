@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -75,6 +74,3 @@ def grid_points(cfg: StudyConfig) -> dict[str, list[Any]]:
         )
     return space
 
-
-def grid_size(space: dict[str, list[Any]]) -> int:
-    return len(list(itertools.product(*space.values()))) if space else 0
