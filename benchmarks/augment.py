@@ -31,7 +31,6 @@ import argparse
 import json
 import os
 import platform
-import re
 import sys
 import time
 from pathlib import Path
@@ -254,13 +253,9 @@ def main() -> None:
     )
     print(block)
     if args.write_readme:
-        text = README.read_text()
-        body = f"{START}\n{block}\n{END}"
-        if START in text and END in text:
-            text = re.sub(re.escape(START) + r".*?" + re.escape(END), lambda _: body, text, flags=re.S)
-        else:
-            text = text.rstrip() + "\n\n" + body + "\n"
-        README.write_text(text)
+        from _readme import replace_block
+
+        replace_block(START, END, block, README)
         print(f"\nwrote {README}", file=sys.stderr)
 
 

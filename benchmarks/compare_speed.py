@@ -161,17 +161,13 @@ def main(argv: list[str] | None = None) -> None:
     print(text)
     if args.write_readme:
         block = (
-            f"{START}\nCommand: `python benchmarks/compare_speed.py {' '.join(argv or sys.argv[1:])}` "
+            f"Command: `python benchmarks/compare_speed.py {' '.join(argv or sys.argv[1:])}` "
             f"({dt.date.today()})  \nMachine: {platform.machine()}, {os.cpu_count()} cores, "
-            f"Python {platform.python_version()}, optuna {optuna.__version__}\n\n{text}\n{END}"
+            f"Python {platform.python_version()}, optuna {optuna.__version__}\n\n{text}"
         )
-        current = README.read_text()
-        if START in current and END in current:
-            head, rest = current.split(START, 1)
-            current = head + block + rest.split(END, 1)[1]
-        else:
-            current = current.rstrip("\n") + "\n\n" + block + "\n"
-        README.write_text(current)
+        from _readme import replace_block
+
+        replace_block(START, END, block, README)
 
 
 if __name__ == "__main__":

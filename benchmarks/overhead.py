@@ -280,13 +280,9 @@ def summary(results: dict[str, dict]) -> list[str]:
 
 
 def write_readme(block: str) -> None:
-    text = README.read_text() if README.exists() else "# Benchmarks\n\n"
-    body = f"{START}\n{block}\n{END}"
-    if START in text and END in text:
-        text = re.sub(re.escape(START) + r".*?" + re.escape(END), lambda _: body, text, flags=re.S)
-    else:
-        text = text.rstrip() + "\n\n" + body + "\n"
-    README.write_text(text)
+    from _readme import replace_block
+
+    replace_block(START, END, block, README)
 
 
 def main() -> None:

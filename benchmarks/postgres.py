@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import secrets
 import statistics
 import subprocess
@@ -164,13 +163,9 @@ def main() -> None:
     ])
     print(block)
     if args.write_readme:
-        text = README.read_text()
-        body = f"{START}\n{block}\n{END}"
-        if START in text and END in text:
-            text = re.sub(re.escape(START) + r".*?" + re.escape(END), lambda _: body, text, flags=re.S)
-        else:
-            text = text.rstrip() + "\n\n" + body + "\n"
-        README.write_text(text)
+        from _readme import replace_block
+
+        replace_block(START, END, block, README)
         print(f"\nwrote {README}", file=sys.stderr)
 
 

@@ -154,17 +154,13 @@ def write_readme(text: str, command: str) -> None:
     import sklearn
 
     block = (
-        f"{START}\nCommand: `{command}` ({datetime.date.today()})  \n"
+        f"Command: `{command}` ({datetime.date.today()})  \n"
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-        f"scikit-learn {sklearn.__version__}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}\n\n{text}\n{END}"
+        f"scikit-learn {sklearn.__version__}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}\n\n{text}"
     )
-    current = README.read_text()
-    if START in current and END in current:
-        head, rest = current.split(START, 1)
-        current = head + block + rest.split(END, 1)[1]
-    else:
-        current = current.rstrip("\n") + "\n\n" + block + "\n"
-    README.write_text(current)
+    from _readme import replace_block
+
+    replace_block(START, END, block, README)
 
 
 def main(argv: list[str] | None = None) -> None:
