@@ -106,6 +106,8 @@ def test_real_minilm_short_study(tmp_path):
     src = open(__file__.replace("tests/text/test_text_study.py", "studies/bert_cls.yaml")).read()
     path = tmp_path / "bert_cls.yaml"
     path.write_text(src.replace("n_trials: 8", "n_trials: 2").replace("max_examples: 640", "max_examples: 480"))
+    baseline = "bbc_tfidf_baseline.yaml"  # named by compare_with
+    (tmp_path / baseline).write_text(open(__file__.replace("tests/text/test_text_study.py", f"studies/{baseline}")).read())
     res = run_cli("run", path, cwd=tmp_path, timeout=900)
     assert res.returncode == 0, res.stderr[-3000:]
     study = _study(tmp_path, "bert-cls")
