@@ -381,6 +381,7 @@ class StudyManager:
         from hpsearch.results import StudyResult
 
         result = StudyResult(self.config.name, self.prepared.storage_url, config=self.config)
+        result.__dict__["study"] = self.study  # reuse the open study: no second engine on the file
         result.orphans_recovered = orphans
         if self._interrupts:
             raise Interrupted("interrupted after the running trials stopped; run the same command again to resume")
