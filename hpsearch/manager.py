@@ -679,17 +679,14 @@ class StudyManager:
             pw = url_password(self.prepared.storage_url)
             attrs.update({"fail_type": f.type, "fail_message": mask_secrets(f.message, pw),
                           "traceback": mask_secrets(f.traceback, pw)})
-            if f.type == "NonFiniteLoss" and self.config.on_nonfinite_loss == "prune":
-                attrs["fail_reason"] = f.reason  # kept as the reason it was pruned
-                self._write_attrs(trial, attrs)
-                study.tell(trial, state=TrialState.PRUNED)
-                self._refresh_stats(study)
+            pruned = f.type == "NonFiniteLoss" and self.config.on_nonfinite_loss == "prune"
+            if not pruned:
+                retry = f.retriable and run.attempt <= self.config.max_retries
+                self._failures += 1
+                self._fail(study, run, mask_secrets(f.reason, pw), attrs, retry=retry)
                 return
-            retry = f.retriable and run.attempt <= self.config.max_retries
-            self._failures += 1
-            self._fail(study, run, mask_secrets(f.reason, pw), attrs, retry=retry)
-            return
-        if outcome.pruned:
+            attrs["fail_reason"] = f.reason  # kept as the reason it was pruned
+        if outcome.pruned or outcome.failure is not None:
             self._write_attrs(trial, attrs)
             study.tell(trial, state=TrialState.PRUNED)
             self._refresh_stats(study)
