@@ -24,17 +24,30 @@ write whose commit went through but whose acknowledgement was lost:
   (the manager's driver id) in the same transaction, so the manager recognises
   its ghosts (:meth:`MirroredStorage.ghosts`) and marks them FAIL. The same
   holds for Optuna's own internal retry of trial creation.
+
+Batching (:meth:`MirroredStorage.batch`): inside a ``with storage.batch():``
+block, a trial's params, attributes and intermediate values reach memory at
+once and the database together, in one transaction, with the next finishing
+state change (``tell``) or when the block ends. The manager wraps one ``ask``
+(the params and the sampler's attributes of the new trial) and one trial's
+end (its attributes and its final state) in such blocks, and hands nothing
+to a worker, and reports nothing finished, before the block has committed:
+the database still holds everything the outside world has seen. A driver
+killed inside a block leaves a RUNNING trial without params (recovered as
+orphaned, and not re-queued, since it never ran) or a RUNNING trial that
+ran (recovered as orphaned and re-queued with its params).
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import datetime
 import logging
 import os
 import threading
 import time
-from collections.abc import Container, Sequence
+from collections.abc import Container, Iterator, Sequence
 from typing import Any, Callable, TypeVar
 
 from optuna.distributions import BaseDistribution
@@ -110,6 +123,111 @@ class MirroredStorage(BaseStorage):
         self._source: dict[int, FrozenTrial] = {}  # trial id -> remote object last copied
         self._study_of: dict[int, int] = {}
         self._synced: dict[int, float] = {}
+        self._batch = threading.local()  # .ops: queued writes of this thread's open batch
+        self._pending: set[int] = set()  # trials with queued writes: a sync must not overwrite them
+
+    # ------------------------------------------------------------ batching
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Commit this thread's trial writes inside the block in one transaction.
+
+        Params, user and system attributes and intermediate values are applied to
+        memory at once and queued; a finishing ``set_trial_state_values`` commits
+        the queue and the state together, and leaving the block commits what is
+        left. Claiming a WAITING trial commits the queue first, then claims. Blocks
+        nest: only the outermost one commits.
+        """
+        if getattr(self._batch, "ops", None) is not None:
+            yield
+            return
+        self._batch.ops = []
+        try:
+            yield
+        finally:
+            ops, self._batch.ops = self._batch.ops, None
+            if ops:
+                self._commit(ops)
+
+    def _queue(self, op: tuple[Any, ...]) -> bool:
+        """Queue ``op`` if this thread is inside a batch; whether it was queued."""
+        ops = getattr(self._batch, "ops", None)
+        if ops is None:
+            return False
+        ops.append(op[:3] + (copy.deepcopy(op[3]),) + op[4:])
+        with self._lock:
+            self._pending.add(op[1])
+        return True
+
+    def _commit(self, ops: list[tuple[Any, ...]], finish: tuple[int, TrialState, Sequence[float] | None, datetime.datetime] | None = None) -> None:
+        """Write ``ops`` (and ``finish``: trial id, state, values, time) in one transaction, with retries."""
+
+        def committed_before(e: BaseException) -> None:
+            # A retry after a lost acknowledgement: did the first commit go through?
+            for kind, trial_id, key, *_ in ops:
+                if kind == "param" and key not in self.backend.get_trial(trial_id).params:
+                    raise e
+            if finish is not None and self.backend.get_trial(finish[0]).state != finish[1]:
+                raise e
+
+        touched = {op[1] for op in ops}
+        try:
+            self._retry("commit", self._write_batch, ops, finish, on_retry_error=committed_before)
+        except BaseException:
+            # Memory ran ahead of the database: put the database's view back.
+            with self._lock:
+                for trial_id in touched | ({finish[0]} if finish else set()):
+                    sid = self._study_of.get(trial_id)
+                    if sid is not None:
+                        with contextlib.suppress(Exception):
+                            self._trials[sid][trial_id] = self.backend.get_trial(trial_id)
+            raise
+        finally:
+            with self._lock:
+                self._pending -= touched
+
+    def _write_batch(self, ops: list[tuple[Any, ...]], finish: tuple[int, TrialState, Sequence[float] | None, datetime.datetime] | None) -> None:
+        """One transaction: Optuna's own ``*_without_commit`` writes, then the final state."""
+        from optuna.storages._rdb import models
+        from optuna.storages._rdb.storage import _create_scoped_session
+
+        b = self.backend
+        new_dists: dict[tuple[int, str], BaseDistribution] = {}
+        # Attributes: one upsert statement per table, the last value of a key winning.
+        attrs: dict[Any, dict[tuple[int, str], Any]] = {
+            models.TrialUserAttributeModel: {}, models.TrialSystemAttributeModel: {},
+        }
+        with _create_scoped_session(b.scoped_session) as session:
+            for kind, trial_id, key, value, *rest in ops:
+                if kind == "param":
+                    sid = self._study_of.get(trial_id)
+                    known = self._param_dists(sid).get(key) if sid is not None else None
+                    b._set_trial_param_without_commit(session, trial_id, key, value, rest[0], known)
+                    if sid is not None:
+                        new_dists[(sid, key)] = rest[0]
+                elif kind == "iv":
+                    b._set_trial_intermediate_value_without_commit(session, trial_id, key, value)
+                else:
+                    model = models.TrialUserAttributeModel if kind == "user" else models.TrialSystemAttributeModel
+                    attrs[model][(trial_id, key)] = value
+            for model, rows in attrs.items():
+                if rows:
+                    _upsert_attrs(b, session, model, rows)
+            if finish is not None:
+                trial_id, state, values, now = finish
+                trial = models.TrialModel.find_or_raise_by_id(trial_id, session, for_update=True)
+                b.check_trial_is_updatable(trial_id, trial.state)
+                for objective, v in enumerate(values or ()):
+                    b._set_trial_value_without_commit(session, trial, objective, v)
+                trial.state = state
+                trial.datetime_complete = now
+        for (sid, key), dist in new_dists.items():
+            self._param_dists(sid).setdefault(key, dist)
+
+    def _param_dists(self, study_id: int) -> dict[str, BaseDistribution]:
+        """The study's known param distributions (shared with Optuna's cache)."""
+        info = self._remote._studies.get(study_id)
+        return info.param_distribution if info is not None else {}
 
     # ------------------------------------------------------------ retries
 
@@ -215,7 +333,7 @@ class MirroredStorage(BaseStorage):
         if force or now - self._synced.get(study_id, -1e18) >= self._refresh_s:
             for t in self._retry("get_all_trials", self._remote.get_all_trials, study_id, False):
                 # Finished trials come back as the same cached object: copy only changes.
-                if self._source.get(t._trial_id) is not t:
+                if self._source.get(t._trial_id) is not t and t._trial_id not in self._pending:
                     mirror[t._trial_id] = copy.deepcopy(t)
                     self._source[t._trial_id] = t
                     self._study_of[t._trial_id] = study_id
@@ -245,16 +363,25 @@ class MirroredStorage(BaseStorage):
                 intermediate_values={}, trial_id=-1,
             )
         trial_id = self._retry("create_new_trial", self._remote.create_new_trial, study_id, template_trial)
-        trial = self._retry("get_trial", self.backend.get_trial, trial_id)
+        trial = self._created(trial_id)
         with self._lock:
             self._sync(study_id)
             self._trials[study_id][trial_id] = trial
             self._study_of[trial_id] = study_id
         return trial_id
 
+    def _created(self, trial_id: int) -> FrozenTrial:
+        """The trial just created, as Optuna's cache recorded it (no read back)."""
+        where = self._remote._trial_id_to_study_id_and_number.get(trial_id)
+        if where is None:
+            return self._retry("get_trial", self.backend.get_trial, trial_id)
+        sid, number = where
+        return copy.deepcopy(self._remote._studies[sid].trials[number])
+
     def set_trial_param(self, trial_id: int, param_name: str, param_value_internal: float, distribution: BaseDistribution) -> None:
-        self._retry("set_trial_param", self._remote.set_trial_param, trial_id, param_name,
-                    param_value_internal, distribution)
+        if not self._queue(("param", trial_id, param_name, param_value_internal, distribution)):
+            self._retry("set_trial_param", self._remote.set_trial_param, trial_id, param_name,
+                        param_value_internal, distribution)
         with self._lock:
             t = self._mine(trial_id)
             if t is not None:
@@ -269,6 +396,32 @@ class MirroredStorage(BaseStorage):
         return self._remote.get_trial_id_from_study_id_trial_number(study_id, trial_number)
 
     def set_trial_state_values(self, trial_id: int, state: TrialState, values: Sequence[float] | None = None) -> bool:
+        ops = getattr(self._batch, "ops", None)
+        now = datetime.datetime.now()
+        if ops and state.is_finished():
+            # The queued writes and the final state, in one transaction.
+            self._batch.ops = []
+            self._commit(ops, (trial_id, state, values, now))
+            changed = True
+        else:
+            if ops:  # a claim: what is queued goes first, on its own
+                self._batch.ops = []
+                self._commit(ops)
+            changed = self._set_state(trial_id, state, values)
+        if changed:
+            with self._lock:
+                t = self._mine(trial_id)
+                if t is not None:
+                    t.state = state
+                    if values is not None:
+                        t.values = list(values)  # a new list: copies share nothing mutable
+                    if state == TrialState.RUNNING and t.datetime_start is None:
+                        t.datetime_start = now
+                    if state.is_finished():
+                        t.datetime_complete = now
+        return changed
+
+    def _set_state(self, trial_id: int, state: TrialState, values: Sequence[float] | None) -> bool:
         def committed_before(e: BaseException) -> bool:
             # A retry after a lost acknowledgement: did the first call go through?
             db = self.backend.get_trial(trial_id)
@@ -282,37 +435,28 @@ class MirroredStorage(BaseStorage):
         if not changed and state == TrialState.RUNNING and self.retries > retries:
             # Claiming a WAITING trial: the first claim committed, its acknowledgement was lost.
             changed = self._retry("get_trial", self.backend.get_trial, trial_id).state == TrialState.RUNNING
-        if changed:
-            with self._lock:
-                t = self._mine(trial_id)
-                if t is not None:
-                    now = datetime.datetime.now()
-                    t.state = state
-                    if values is not None:
-                        t.values = list(values)  # a new list: copies share nothing mutable
-                    if state == TrialState.RUNNING and t.datetime_start is None:
-                        t.datetime_start = now
-                    if state.is_finished():
-                        t.datetime_complete = now
         return changed
 
     def set_trial_intermediate_value(self, trial_id: int, step: int, intermediate_value: float) -> None:
-        self._retry("set_trial_intermediate_value", self._remote.set_trial_intermediate_value, trial_id, step,
-                    intermediate_value)
+        if not self._queue(("iv", trial_id, step, intermediate_value)):
+            self._retry("set_trial_intermediate_value", self._remote.set_trial_intermediate_value, trial_id, step,
+                        intermediate_value)
         with self._lock:
             t = self._mine(trial_id)
             if t is not None:
                 t.intermediate_values = {**t.intermediate_values, step: intermediate_value}
 
     def set_trial_user_attr(self, trial_id: int, key: str, value: Any) -> None:
-        self._retry("set_trial_user_attr", self._remote.set_trial_user_attr, trial_id, key, value)
+        if not self._queue(("user", trial_id, key, value)):
+            self._retry("set_trial_user_attr", self._remote.set_trial_user_attr, trial_id, key, value)
         with self._lock:
             t = self._mine(trial_id)
             if t is not None:
                 t.user_attrs = {**t.user_attrs, key: copy.deepcopy(value)}
 
     def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
-        self._retry("set_trial_system_attr", self._remote.set_trial_system_attr, trial_id, key, value)
+        if not self._queue(("system", trial_id, key, value)):
+            self._retry("set_trial_system_attr", self._remote.set_trial_system_attr, trial_id, key, value)
         with self._lock:
             t = self._mine(trial_id)
             if t is not None:
@@ -358,3 +502,33 @@ class MirroredStorage(BaseStorage):
 
     def remove_session(self) -> None:
         self.backend.remove_session()
+
+
+def _upsert_attrs(backend: RDBStorage, session: Any, model_cls: Any, rows: dict[tuple[int, str], Any]) -> None:
+    """Write trial attributes ``{(trial_id, key): value}`` with one upsert statement.
+
+    The same rows Optuna's ``_set_trial_attr_without_commit`` writes one by one
+    (each with its own trial lookup); other dialects go through that function.
+    """
+    import json
+
+    from optuna.storages._rdb import models
+
+    for trial_id in {t for t, _ in rows}:
+        trial = models.TrialModel.find_or_raise_by_id(trial_id, session)
+        backend.check_trial_is_updatable(trial_id, trial.state)
+    name = backend.engine.name
+    if name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    elif name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert  # type: ignore[assignment]
+    else:
+        for (trial_id, key), value in rows.items():
+            backend._set_trial_attr_without_commit(session, model_cls, trial_id, key, value)
+        return
+    stmt = insert(model_cls).values(
+        [{"trial_id": t, "key": k, "value_json": json.dumps(v)} for (t, k), v in rows.items()]
+    )
+    session.execute(stmt.on_conflict_do_update(
+        index_elements=[model_cls.trial_id, model_cls.key], set_={"value_json": stmt.excluded.value_json}
+    ))

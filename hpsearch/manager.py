@@ -10,6 +10,7 @@ dead driver are found here, marked FAIL ("orphaned") and re-run first.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -324,8 +325,12 @@ class StudyManager:
             study._storage.set_trial_user_attr(t._trial_id, "fail_reason", "orphaned")
             study._storage.set_trial_system_attr(t._trial_id, RETRY_ATTR, True)
             study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
-            # Not the trial's fault: the re-run keeps its attempt number.
-            self._requeue(study, t.params, t.number, int(t.user_attrs.get("hpsearch.attempt", 1)))
+            # Not the trial's fault: the re-run keeps its attempt number. A trial
+            # without params died in its ask, before it was sent anywhere (unless it
+            # was a queued retry: its params are the fixed ones).
+            params = t.params or t.system_attrs.get("fixed_params") or {}
+            if params:
+                self._requeue(study, params, t.number, int(t.user_attrs.get("hpsearch.attempt", 1)))
             n += 1
         return n
 
@@ -469,15 +474,8 @@ class StudyManager:
             )
             if self._interrupts and not any(r.stop_requested for r in self._running.values()):
                 self._request_stop_all(executor)
-            while not stopping and executor.free_slots(resources) > 0:
-                # Count and ask under the study lock: with several drivers on one
-                # study the total stays exact and no grid point is taken twice.
-                with self._lock.hold() as stale:
-                    if stale:
-                        study._storage.refresh(study._study_id)
-                    if not self._want_more(study):
-                        break
-                    self._submit(study, executor, resources)
+            if not stopping:
+                self._fill(study, executor, resources)
             self._fail_ghosts(study)
             if not self._running:
                 if self._fail_ghosts(study, force=True):
@@ -488,7 +486,23 @@ class StudyManager:
                     self._on_report(event, executor)
                 else:
                     self._on_finished(study, event)
+                    if not self._interrupts and self._failures < cfg.max_failures and time.monotonic() < deadline:
+                        # Refill the freed slot before handling the next event, so
+                        # short trials do not fall into lockstep with the driver.
+                        self._fill(study, executor, resources)
             self._heartbeat(study)
+
+    def _fill(self, study: optuna.Study, executor: BaseExecutor, resources: TrialResources) -> None:
+        """Submit trials while the executor has free slots and the study wants more."""
+        while executor.free_slots(resources) > 0:
+            # Count and ask under the study lock: with several drivers on one
+            # study the total stays exact and no grid point is taken twice.
+            with self._lock.hold() as stale:
+                if stale:
+                    study._storage.refresh(study._study_id)
+                if not self._want_more(study):
+                    break
+                self._submit(study, executor, resources)
 
     # ------------------------------------------------ whole-search trainers
 
@@ -608,9 +622,11 @@ class StudyManager:
     def _submit(self, study: optuna.Study, executor: BaseExecutor, resources: TrialResources) -> None:
         from hpsearch.executors import TrialJob
 
-        trial = study.ask(self.prepared.distributions)
-        if study._storage.get_trial_system_attrs(trial._trial_id).get(DRIVER_ATTR) != self._driver:  # queued: claim it
-            study._storage.set_trial_system_attr(trial._trial_id, DRIVER_ATTR, self._driver)
+        # The new trial's params and attributes commit together, before the job leaves.
+        with _batch(study):
+            trial = study.ask(self.prepared.distributions)
+            if study._storage.get_trial_system_attrs(trial._trial_id).get(DRIVER_ATTR) != self._driver:  # queued: claim it
+                study._storage.set_trial_system_attr(trial._trial_id, DRIVER_ATTR, self._driver)
         attempt = int(trial.user_attrs.get("hpsearch.attempt", 1))
         if self.config.sampler.name == "grid":
             attempt += self._grid_failures(study, trial)
@@ -687,8 +703,9 @@ class StudyManager:
                 return
             attrs["fail_reason"] = f.reason  # kept as the reason it was pruned
         if outcome.pruned or outcome.failure is not None:
-            self._write_attrs(trial, attrs)
-            study.tell(trial, state=TrialState.PRUNED)
+            with _batch(study):  # attributes and state in one transaction
+                self._write_attrs(trial, attrs)
+                study.tell(trial, state=TrialState.PRUNED)
             self._refresh_stats(study)
             return
         metric = self.config.objective.metric
@@ -705,20 +722,22 @@ class StudyManager:
             self._fail(study, run, reason, attrs, retry=False)
             return
         attrs["metrics"] = outcome.metrics
-        self._write_attrs(trial, attrs)
         if outcome.artifacts:
             self._upload_artifacts(study, trial, outcome.artifacts, value)
-        study.tell(trial, value)
+        with _batch(study):  # attributes and state in one transaction
+            self._write_attrs(trial, attrs)
+            study.tell(trial, value)
         self._refresh_stats(study)
 
     def _fail(self, study: optuna.Study, run: _Running, reason: str, attrs: dict[str, Any], *, retry: bool) -> None:
         from optuna.trial import TrialState
 
         attrs["fail_reason"] = reason
-        self._write_attrs(run.trial, attrs)
-        if retry:
-            study._storage.set_trial_system_attr(run.trial._trial_id, RETRY_ATTR, True)
-        study.tell(run.trial, state=TrialState.FAIL)
+        with _batch(study):  # attributes and state in one transaction
+            self._write_attrs(run.trial, attrs)
+            if retry:
+                study._storage.set_trial_system_attr(run.trial._trial_id, RETRY_ATTR, True)
+            study.tell(run.trial, state=TrialState.FAIL)
         if retry:
             interrupted = reason == "interrupted"
             self._requeue(study, run.params, run.trial.number, run.attempt + (0 if interrupted else 1))
@@ -770,6 +789,12 @@ class StudyManager:
             except Exception:  # noqa: BLE001 - the next run recovers them as orphans
                 pass
             self._running[number] = run  # counted in the message
+
+
+def _batch(study: optuna.Study) -> contextlib.AbstractContextManager[None]:
+    """One transaction for the trial writes inside (see ``MirroredStorage.batch``)."""
+    batch = getattr(study._storage, "batch", None)
+    return batch() if batch is not None else contextlib.nullcontext()
 
 
 def _jsonable_dict(values: dict[str, Any]) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import abc
 import os
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
@@ -143,6 +144,8 @@ class TrialContext:
         objective: str = "value",
         work_dir: Path | None = None,
     ) -> None:
+        #: ``time.perf_counter()`` when the trial started in this process.
+        self.started = time.perf_counter()
         self.trial_number = trial_number
         #: Name of the metric the study optimises; report this one.
         self.objective = objective

@@ -489,6 +489,8 @@ class ImageClassificationTrainer(BaseTrainer):
             time_eval=time_eval,
             time_save=time.perf_counter() - t0,
         )
+        if result.time_to_first_step is not None:
+            metrics["time_to_first_step"] = result.time_to_first_step
         return metrics
 
     @staticmethod

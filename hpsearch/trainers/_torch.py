@@ -348,6 +348,8 @@ class LoopResult:
     time_train: float
     time_eval: float
     device: str
+    #: Seconds from the trial's start (``ctx.started``) to the end of its first optimizer step.
+    time_to_first_step: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -432,6 +434,7 @@ def train_loop(
     step = 0
     loss_sum, loss_n = 0.0, 0
     started = time.perf_counter()
+    first_step: float | None = None
 
     def checkpoint(report_step: int) -> None:
         nonlocal time_eval, last_eval, loss_sum, loss_n
@@ -487,6 +490,8 @@ def train_loop(
             optimizer.step()
             scheduler.step()
             step += 1
+            if step == 1:
+                first_step = time.perf_counter() - ctx.started
             loss_sum += loss_value
             loss_n += 1
             if every is not None and step % every == 0:
@@ -516,4 +521,5 @@ def train_loop(
         time_train=time.perf_counter() - started - time_eval,
         time_eval=time_eval,
         device=str(device),
+        time_to_first_step=first_step,
     )

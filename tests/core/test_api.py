@@ -69,6 +69,30 @@ def test_orphans_are_failed_and_their_params_retried_first(write_study, tmp_path
     assert result.counts() == {"COMPLETE": 4, "FAIL": 1}
 
 
+def test_an_orphan_killed_in_its_ask_is_failed_and_a_queued_retry_keeps_its_params(write_study, tmp_path):
+    """A driver killed between creating a trial and committing its params (one batch)."""
+    path = write_study(STUDY, **{"obj.py": OBJECTIVES})
+    storage = f"sqlite:///{tmp_path / 'hpsearch.db'}"
+    hpsearch.run_study(str(path), n_trials=2)
+    study = optuna.load_study(study_name="api", storage=storage)
+    dead = f"{os.uname().nodename}:999999999:1"
+    bare = study.ask()  # created, no params yet: it never ran
+    study._storage.set_trial_system_attr(bare._trial_id, DRIVER_ATTR, dead)
+    study.enqueue_trial({"x": 7.5}, user_attrs={"hpsearch.retry_of": 0, "hpsearch.attempt": 1})
+    queued = study.ask()  # a queued retry, claimed, its params not yet written
+    assert queued.params == {}
+    study._storage.set_trial_system_attr(queued._trial_id, DRIVER_ATTR, dead)
+    result = hpsearch.run_study(str(path), n_trials=4)
+    assert result.orphans_recovered == 2
+    trials = result.study.get_trials(deepcopy=False)
+    assert trials[bare.number].user_attrs["fail_reason"] == "orphaned"
+    # Only the queued retry is queued again, with its fixed params.
+    retries = [t for t in trials if t.user_attrs.get("hpsearch.retry_of") == queued.number]
+    assert [t.params["x"] for t in retries] == [7.5]
+    assert not [t for t in trials if t.user_attrs.get("hpsearch.retry_of") == bare.number]
+    assert result.counts() == {"COMPLETE": 4, "FAIL": 2}
+
+
 def test_running_trial_of_a_live_driver_is_left_alone(write_study, tmp_path):
     path = write_study(STUDY, **{"obj.py": OBJECTIVES})
     storage = f"sqlite:///{tmp_path / 'hpsearch.db'}"

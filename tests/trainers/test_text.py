@@ -94,6 +94,9 @@ def test_tiny_bert_learns_bbc_news(tmp_path: Path) -> None:
         assert key in metrics
     assert metrics["epochs_run"] == 4
     assert {"time_load", "time_tokenize", "time_train", "time_eval"} <= set(metrics)
+    # Set-up (load, tokenise, build) comes before the first step, which is inside training.
+    setup = metrics["time_load"] + metrics["time_tokenize"]
+    assert setup <= metrics["time_to_first_step"] <= setup + metrics["time_train"] + 0.5, metrics
     reports = ctx._channel.reports  # type: ignore[attr-defined]
     assert [step for step, _ in reports] == [1, 2, 3, 4]
     assert reports[-1][1] == pytest.approx(metrics["f1_macro"])
