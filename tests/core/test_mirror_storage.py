@@ -47,28 +47,22 @@ def test_reads_come_from_memory_and_see_own_writes(tmp_path):
 # ------------------------------------------------------------ batches
 
 
+def _in_own_batch(name: str):
+    def write(self, *args, **kwargs):
+        with self.batch():
+            return getattr(MirroredStorage, name)(self, *args, **kwargs)
+
+    return write
+
+
 class _EveryWriteBatched(MirroredStorage):
     """Each trial write goes through a batch of its own: the contract suite on the batched path."""
 
-    def set_trial_param(self, *args, **kwargs):
-        with self.batch():
-            return super().set_trial_param(*args, **kwargs)
-
-    def set_trial_user_attr(self, *args, **kwargs):
-        with self.batch():
-            return super().set_trial_user_attr(*args, **kwargs)
-
-    def set_trial_system_attr(self, *args, **kwargs):
-        with self.batch():
-            return super().set_trial_system_attr(*args, **kwargs)
-
-    def set_trial_intermediate_value(self, *args, **kwargs):
-        with self.batch():
-            return super().set_trial_intermediate_value(*args, **kwargs)
-
-    def set_trial_state_values(self, *args, **kwargs):
-        with self.batch():
-            return super().set_trial_state_values(*args, **kwargs)
+    set_trial_param = _in_own_batch("set_trial_param")
+    set_trial_user_attr = _in_own_batch("set_trial_user_attr")
+    set_trial_system_attr = _in_own_batch("set_trial_system_attr")
+    set_trial_intermediate_value = _in_own_batch("set_trial_intermediate_value")
+    set_trial_state_values = _in_own_batch("set_trial_state_values")
 
 
 class TestBatchedMirroredStorage(StorageTestCase):
