@@ -23,8 +23,9 @@ setup
     from the trial's start in its Ray worker (the job unpickled) to the end of its
     first optimiser step. That is data loading, the tokenisation cache read
     (warm: the study tokenises once, before any trial), the pretrained model's
-    load, and the first step. The first trial of a fresh worker process also
-    imports torch and transformers; later trials reuse the worker.
+    load, and the first step. The private Ray starts its workers during start-up
+    and runs the trainer's ``warm()`` in each (imports torch and transformers,
+    reads the data), so a worker's first trial does not pay for that.
 
 Usage::
 
@@ -233,15 +234,14 @@ def setup_table(res: dict[str, Any]) -> str:
     ]
     for t in res["trials"]:
         lines.append(
-            f"| {t['number']} | {'fresh (imports torch, transformers)' if t['fresh_worker'] else 'reused'} | "
+            f"| {t['number']} | {'first trial in it (warmed at start-up)' if t['fresh_worker'] else 'reused'} | "
             f"{'hit' if t['cache_hit'] else 'miss'} | {t['time_load']:.2f} | {t['time_tokenize']:.3f} | "
             f"{t['time_to_first_step']:.2f} |"
         )
-    warm = [t["time_to_first_step"] for t in res["trials"] if not t["fresh_worker"]]
-    if warm:
-        med = statistics.median(warm)
-        lines += ["", f"- reused worker, cache warm: median {med:.2f} s from trial start to first step done; "
-                  f"target ≤ {SETUP_TARGET_S:.0f} s: {'met' if med <= SETUP_TARGET_S else 'NOT met'}"]
+    times = [t["time_to_first_step"] for t in res["trials"]]
+    worst = max(times)
+    lines += ["", f"- trial start to first step done: median {statistics.median(times):.2f} s, worst {worst:.2f} s; "
+              f"target ≤ {SETUP_TARGET_S:.0f} s: {'met' if worst <= SETUP_TARGET_S else 'NOT met'} (worst trial)"]
     return "\n".join(lines)
 
 

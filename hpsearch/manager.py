@@ -247,6 +247,7 @@ class StudyManager:
             address=cfg.ray.address,
             max_concurrent=cfg.max_concurrent_trials,
             namespace=cfg.ray.namespace,
+            warm=None if self.prepared.trainer.imports_trials else (self.prepared.trainer, self._resources()),
         )
 
     def _open_study(self) -> optuna.Study:
@@ -461,10 +462,7 @@ class StudyManager:
         from hpsearch.executors import EventKind
 
         cfg = self.config
-        resources = TrialResources(
-            cpus=cfg.resources.cpus, gpus=cfg.resources.gpus, workers=cfg.resources.workers,
-            custom=dict(cfg.resources.custom),
-        )
+        resources = self._resources()
         deadline = time.monotonic() + cfg.timeout if cfg.timeout else math.inf
         while True:
             stopping = (
@@ -491,6 +489,10 @@ class StudyManager:
                         # short trials do not fall into lockstep with the driver.
                         self._fill(study, executor, resources)
             self._heartbeat(study)
+
+    def _resources(self) -> TrialResources:
+        r = self.config.resources
+        return TrialResources(cpus=r.cpus, gpus=r.gpus, workers=r.workers, custom=dict(r.custom))
 
     def _fill(self, study: optuna.Study, executor: BaseExecutor, resources: TrialResources) -> None:
         """Submit trials while the executor has free slots and the study wants more."""

@@ -10,6 +10,7 @@ the trial waits for in ``should_prune``.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import os
 import secrets
@@ -36,6 +37,8 @@ __all__ = ["RayExecutor"]
 _DRAIN_WAIT_S = 1.0
 #: Worker processes a private local Ray starts before the first trial.
 _WARM_WORKERS_MAX = 8
+#: How long start-up waits for them.
+_WARM_TIMEOUT_S = 120.0
 #: CPU request of a data-parallel trial's coordinating task (Ray Train reserves the workers).
 _COORDINATOR_CPUS = 0.01
 
@@ -118,11 +121,18 @@ def _run_remote(job: TrialJob, hub: Any) -> TrialOutcome:
     return outcome
 
 
-def _warm_worker() -> int:
-    """A no-op trial task: the import of this module is the work (see ``_warm_workers``)."""
+def _warm_worker(trainer: Any) -> tuple[int, str | None]:
+    """Import in this worker what a trial imports (see ``RayExecutor._warm_workers``).
+
+    Returns the worker's pid and the error ``trainer.warm()`` raised, if any.
+    """
     import hpsearch.trainers  # noqa: F401 - what every trial imports first
 
-    return os.getpid()
+    try:
+        trainer.warm()
+    except Exception as e:  # noqa: BLE001 - warming is an optimisation; the trial reports real errors
+        return os.getpid(), one_line(f"{type(e).__name__}: {e}")[:300]
+    return os.getpid(), None
 
 
 def prepare_local_ray_env(temp_dir: str) -> None:
@@ -157,8 +167,14 @@ class RayExecutor(BaseExecutor):
         max_concurrent: int | None = None,
         num_cpus: int | None = None,
         namespace: str | None = None,
+        warm: tuple[Any, TrialResources] | None = None,
     ) -> None:
         self.address = address or os.environ.get("RAY_ADDRESS") or None
+        #: (trainer, per-trial resources): a private local Ray starts as many workers
+        #: as such trials fit at once and runs the trainer's ``warm()`` in each.
+        self.warm = warm
+        #: pid -> warm() error (None: warmed) of each worker warmed at start.
+        self.warmed: dict[int, str | None] = {}
         self.max_concurrent = max_concurrent
         self.num_cpus = num_cpus
         self.namespace = namespace
@@ -216,21 +232,39 @@ class RayExecutor(BaseExecutor):
         self._hub = ray.remote(num_cpus=0, max_concurrency=10_000)(_Hub).remote()
         self._remote = ray.remote(max_retries=0)(_run_remote)
         if self.address is None:
-            self._warm_workers()
+            self._warm_workers()  # a cluster's workers are its own
 
     def _warm_workers(self) -> None:
         """Start the private Ray's worker processes now, with hpsearch imported.
 
         Otherwise the first trials wait about a second each for a worker to
-        start; here that second is spent once, in parallel, during start-up.
-        At most :data:`_WARM_WORKERS_MAX`, and no more than ``max_concurrent``.
+        start, and then for their imports (torch, transformers: seconds more);
+        here that is spent once, in parallel, during start-up, through the
+        trainer's ``warm()``. At most :data:`_WARM_WORKERS_MAX`, and no more
+        than ``max_concurrent``.
         """
         import ray
 
-        n = int(ray.cluster_resources().get("CPU", 1))
-        n = max(1, min(n, self.max_concurrent or n, _WARM_WORKERS_MAX))
-        warm = ray.remote(num_cpus=1, max_retries=0)(_warm_worker)
-        ray.get([warm.remote() for _ in range(n)])
+        if self.warm is None:
+            return
+        trainer, r = self.warm
+        if r.workers > 1:
+            return  # Ray Train starts its own workers
+        n = min(self.free_slots(r), _WARM_WORKERS_MAX)
+        options: dict[str, Any] = {"num_cpus": r.cpus, "num_gpus": r.gpus, "max_retries": 0}
+        if r.custom:
+            options["resources"] = dict(r.custom)
+        warm = ray.remote(**options)(_warm_worker)
+        try:
+            self.warmed = dict(ray.get([warm.remote(trainer) for _ in range(max(0, n))], timeout=_WARM_TIMEOUT_S))
+        except Exception as e:  # noqa: BLE001 - e.g. the trainer cannot be unpickled there: its trials will say so
+            self.warmed = {-1: one_line(f"{type(e).__name__}: {e}")[:300]}
+        errors = {e for e in self.warmed.values() if e}
+        if errors:
+            logging.getLogger("hpsearch.executor").warning(
+                "warming the trial workers failed (trials are not affected, their first one is slower): %s",
+                sorted(errors)[0],
+            )
 
     def _cluster_totals(self) -> dict[str, float]:
         import ray

@@ -259,6 +259,14 @@ class BaseTrainer(abc.ABC):
         #: The study's ``objective.metric``: validate() can check the trainer produces it.
         self.objective = objective
 
+    def warm(self) -> None:
+        """Import what a trial imports, in a fresh worker process, before its first trial.
+
+        The ``ray`` executor calls it once in each worker it starts, during
+        start-up, so the first trial of each worker does not pay for importing
+        torch or transformers. Never needed for correctness; errors are ignored.
+        """
+
     def validate(self, param_names: set[str]) -> None:
         """Check, in the driver and before any trial, that the trainer can run.
 

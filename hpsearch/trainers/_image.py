@@ -291,6 +291,13 @@ class ImageClassificationTrainer(BaseTrainer):
 
     settings: ImageClassificationSettings
 
+    def warm(self) -> None:
+        """Import torch, the shared loop and the augmentation ops."""
+        import torch  # noqa: F401
+
+        import hpsearch.data._augment  # noqa: F401
+        import hpsearch.trainers._torch  # noqa: F401
+
     def hyperparameters(self, params: dict[str, Any]) -> ImageClassificationSettings:
         """The settings with a trial's ``params`` applied (preset first, explicit knobs win)."""
         explicit = self.settings.model_dump(exclude_unset=True)

@@ -47,6 +47,13 @@ class SklearnCVTrainer(BaseTrainer):
         check_scoring(s.scoring)
         load_xy(s, self.study_dir)
 
+    def warm(self) -> None:
+        """Import scikit-learn's cross-validation and the estimator; read the data."""
+        import sklearn.model_selection  # noqa: F401
+
+        make_estimator(self.settings.estimator, dict(self.settings.estimator_params))
+        load_xy(self.settings, self.study_dir)
+
     def run(self, params: dict[str, Any], ctx: TrialContext) -> dict[str, float]:
         import numpy as np
         from sklearn.model_selection import cross_validate

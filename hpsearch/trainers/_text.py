@@ -260,6 +260,25 @@ class TextClassificationTrainer(BaseTrainer):
 
     # ------------------------------------------------------------ BaseTrainer
 
+    def warm(self) -> None:
+        """Import torch, the shared loop and this model's transformers classes; load the tokenizer."""
+        import torch  # noqa: F401
+        from transformers import AutoConfig
+        from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING
+
+        import hpsearch.data._text  # noqa: F401
+        import hpsearch.trainers._torch  # noqa: F401
+
+        s = self.settings
+        if s.model_overrides is not None:
+            config = AutoConfig.for_model(s.model_overrides.get("model_type", "bert"))
+        else:
+            config = AutoConfig.from_pretrained(self.model_path(), trust_remote_code=s.trust_remote_code)
+        if type(config) in MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING:
+            MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING[type(config)]  # imports the modeling module
+        self._load_tokenizer()
+        self._load_splits(s)
+
     def validate(self, param_names: set[str]) -> None:
         """Check searched names, the tokenizer/config (no weights) and the data.
 

