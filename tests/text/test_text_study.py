@@ -105,7 +105,8 @@ def test_pruned_ddp_text_trial_ends(tmp_path):
 def test_real_minilm_short_study(tmp_path):
     src = open(__file__.replace("tests/text/test_text_study.py", "studies/bert_cls.yaml")).read()
     path = tmp_path / "bert_cls.yaml"
-    path.write_text(src.replace("n_trials: 8", "n_trials: 2").replace("max_examples: 640", "max_examples: 480"))
+    assert "n_trials: 8" in src and "max_examples: 512" in src  # what is shortened below
+    path.write_text(src.replace("n_trials: 8", "n_trials: 2").replace("max_examples: 512", "max_examples: 480"))
     baseline = "bbc_tfidf_baseline.yaml"  # named by compare_with
     (tmp_path / baseline).write_text(open(__file__.replace("tests/text/test_text_study.py", f"studies/{baseline}")).read())
     res = run_cli("run", path, cwd=tmp_path, timeout=900)
