@@ -264,7 +264,8 @@ class BaseTrainer(abc.ABC):
 
         The ``ray`` executor calls it once in each worker it starts, during
         start-up, so the first trial of each worker does not pay for importing
-        torch or transformers. Never needed for correctness; errors are ignored.
+        torch or transformers. Never needed for correctness: an error is logged
+        as a warning and the trials run as they would have.
         """
 
     def validate(self, param_names: set[str]) -> None:
