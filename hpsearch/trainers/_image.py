@@ -37,7 +37,9 @@ from hpsearch.trainers._torch import (
     TORCH_TUNABLES,
     TorchTrainingSettings,
     evaluate,
+    loop_metrics,
     seed_everything,
+    store_curve,
     train_loop,
 )
 
@@ -446,13 +448,7 @@ class ImageClassificationTrainer(BaseTrainer):
             forward=_image_forward,
             train_transform=augmenter if augmenter.active else None,
         )
-        metrics = {
-            k: result.metrics[k]
-            for k in ("accuracy", "f1_macro", "val_loss", "train_loss")
-            if k in result.metrics
-        }
-        metrics["epochs_run"] = result.epochs_run
-        metrics["steps"] = float(result.steps)
+        metrics = loop_metrics(result, ctx)
         metrics["n_parameters"] = float(sum(p.numel() for p in model.parameters()))
         time_eval = result.time_eval
         if splits.test is not None and rank == 0:
@@ -469,14 +465,9 @@ class ImageClassificationTrainer(BaseTrainer):
             time_eval += time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        ctx.set_user_attr("device", result.device)
-        ctx.set_user_attr("confusion_matrix", result.confusion)
+        store_curve(ctx, result, splits.label_names, write=rank == 0)
         if rank == 0:
             out = ctx.artifact_dir
-            (out / "curve.json").write_text(json.dumps(result.curve, indent=1))
-            (out / "confusion_matrix.json").write_text(
-                json.dumps({"labels": list(splits.label_names), "matrix": result.confusion})
-            )
             if s.sample_grid:
                 try:
                     self._save_samples(augmentation, splits.train, s, out / SAMPLES_FILE)
@@ -492,12 +483,9 @@ class ImageClassificationTrainer(BaseTrainer):
                 torch.save(state, folder / WEIGHTS_FILE)
         metrics.update(
             time_load=time_load,
-            time_train=result.time_train,
             time_eval=time_eval,
             time_save=time.perf_counter() - t0,
         )
-        if result.time_to_first_step is not None:
-            metrics["time_to_first_step"] = result.time_to_first_step
         return metrics
 
     @staticmethod

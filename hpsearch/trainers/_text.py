@@ -8,7 +8,6 @@ with the shared torch loop (:mod:`hpsearch.trainers._torch`).
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Callable
@@ -24,7 +23,9 @@ from hpsearch.trainers._torch import (
     TORCH_TUNABLES,
     TorchTrainingSettings,
     evaluate,
+    loop_metrics,
     seed_everything,
+    store_curve,
     train_loop,
 )
 
@@ -407,15 +408,7 @@ class TextClassificationTrainer(BaseTrainer):
             train_collate=PadCollator(pad_id, augmenter=augmenter, seed=s.seed),
             eval_collate=eval_collate,
         )
-        metrics = {
-            k: result.metrics[k]
-            for k in ("accuracy", "f1_macro", "val_loss", "train_loss")
-            if k in result.metrics
-        }
-        if ctx.objective in result.metrics:  # e.g. "loss", the validation loss
-            metrics[ctx.objective] = result.metrics[ctx.objective]
-        metrics["epochs_run"] = result.epochs_run
-        metrics["steps"] = float(result.steps)
+        metrics = loop_metrics(result, ctx)
         time_eval = result.time_eval
 
         import torch.distributed as dist
@@ -434,24 +427,14 @@ class TextClassificationTrainer(BaseTrainer):
             time_eval += time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        ctx.set_user_attr("device", result.device)
-        ctx.set_user_attr("confusion_matrix", result.confusion)
-        if is_main:
-            out = ctx.artifact_dir
-            (out / "curve.json").write_text(json.dumps(result.curve, indent=1))
-            (out / "confusion_matrix.json").write_text(
-                json.dumps({"labels": list(splits.label_names), "matrix": result.confusion})
-            )
-            if s.save_model:
-                model.save_pretrained(out / "model")
-                tokenizer.save_pretrained(out / "model")
+        store_curve(ctx, result, splits.label_names, write=is_main)
+        if is_main and s.save_model:
+            model.save_pretrained(ctx.artifact_dir / "model")
+            tokenizer.save_pretrained(ctx.artifact_dir / "model")
         metrics.update(
             time_load=time_load,
             time_tokenize=time_tokenize,
-            time_train=result.time_train,
             time_eval=time_eval,
             time_save=time.perf_counter() - t0,
         )
-        if result.time_to_first_step is not None:
-            metrics["time_to_first_step"] = result.time_to_first_step
         return metrics

@@ -15,6 +15,7 @@ broadcasts rank 0's prune decision so every rank stops at the same step.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import random
 import time
@@ -33,6 +34,8 @@ if TYPE_CHECKING:
 __all__ = [
     "EvalResult",
     "LoopResult",
+    "loop_metrics",
+    "store_curve",
     "OBJECTIVES",
     "OPTIMIZERS",
     "SCHEDULES",
@@ -351,6 +354,39 @@ class LoopResult:
     #: Seconds from the trial's start (``ctx.started``) to the end of its first optimizer step.
     time_to_first_step: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+def loop_metrics(result: LoopResult, ctx: TrialContext) -> dict[str, float]:
+    """The metrics a torch trainer returns from :func:`train_loop`'s result.
+
+    Final validation metrics (and the objective under its own name, e.g.
+    ``loss``), ``train_loss``, ``epochs_run``, ``steps``, ``time_train`` and
+    ``time_to_first_step``; the trainer adds its own timings and test metrics.
+    """
+    metrics = {
+        k: result.metrics[k] for k in ("accuracy", "f1_macro", "val_loss", "train_loss") if k in result.metrics
+    }
+    if ctx.objective in result.metrics:  # e.g. "loss", the validation loss
+        metrics[ctx.objective] = result.metrics[ctx.objective]
+    metrics["epochs_run"] = result.epochs_run
+    metrics["steps"] = float(result.steps)
+    metrics["time_train"] = result.time_train
+    if result.time_to_first_step is not None:
+        metrics["time_to_first_step"] = result.time_to_first_step
+    return metrics
+
+
+def store_curve(ctx: TrialContext, result: LoopResult, label_names: Iterable[str], *, write: bool) -> None:
+    """Keep the device and confusion matrix as attributes; with ``write`` (rank 0),
+    the curve and confusion matrix as artifact files."""
+    ctx.set_user_attr("device", result.device)
+    ctx.set_user_attr("confusion_matrix", result.confusion)
+    if write:
+        out = ctx.artifact_dir
+        (out / "curve.json").write_text(json.dumps(result.curve, indent=1))
+        (out / "confusion_matrix.json").write_text(
+            json.dumps({"labels": list(label_names), "matrix": result.confusion})
+        )
 
 
 def train_loop(

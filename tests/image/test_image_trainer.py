@@ -100,6 +100,17 @@ def test_validation_and_test_batches_are_never_augmented(tmp_path: Path, monkeyp
     assert grid.mode == "L" and grid.size == (8 * (64 + 4), 4 * (64 + 4))
 
 
+def test_loss_objective_is_returned_under_its_own_name(tmp_path: Path) -> None:
+    """objective.metric "loss" (the validation loss): the manager looks the metric up by that name."""
+    trainer = _trainer(tmp_path, objective="loss", epochs=1, max_examples=300, sample_grid=0)
+    ctx = _ctx(tmp_path, objective="loss")
+    metrics = trainer.run({}, ctx)
+    assert metrics["loss"] == metrics["val_loss"] > 0
+    assert ctx._channel.reports[-1][1] == pytest.approx(metrics["loss"])  # type: ignore[attr-defined]
+    assert {"time_train", "time_to_first_step", "epochs_run", "steps"} <= set(metrics)
+    assert (ctx.artifact_dir / "curve.json").exists() and ctx.user_attrs["confusion_matrix"]
+
+
 def test_pruned_image_trial_stops(tmp_path: Path) -> None:
     trainer = _trainer(tmp_path, epochs=4, max_examples=300)
     ctx = _ctx(tmp_path, prune=lambda step, value: step >= 1)
