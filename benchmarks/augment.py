@@ -54,6 +54,8 @@ from hpsearch.data._augment import (  # noqa: E402
 )
 
 SEED = Augmentation.model_validate(AUGMENTATION_PRESETS[AugmentationPreset.KERAS_SEED])
+#: Seconds each rate is measured over (``--min-s``; the GPU script's quick mode shortens it).
+MIN_S = 1.0
 
 
 def _sync(device: torch.device) -> None:
@@ -61,8 +63,9 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def _rate(fn: Any, images: int, device: torch.device, min_s: float = 1.0) -> float:
+def _rate(fn: Any, images: int, device: torch.device, min_s: float | None = None) -> float:
     """Images per second of ``fn()`` (which augments ``images`` images), after a warm-up."""
+    min_s = MIN_S if min_s is None else min_s
     fn()
     _sync(device)
     calls, t0 = 0, time.perf_counter()
@@ -226,11 +229,14 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--epochs", type=int, default=4)
+    ap.add_argument("--min-s", type=float, default=1.0, help="seconds per throughput measurement")
     ap.add_argument("--json", type=Path, help="Also write the results here.")
     ap.add_argument("--merge", type=Path, action="append", default=[], help="Results JSON from another machine.")
     ap.add_argument("--write-readme", action="store_true")
     args = ap.parse_args()
 
+    global MIN_S
+    MIN_S = args.min_s
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)

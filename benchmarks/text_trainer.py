@@ -30,11 +30,15 @@ setup
 Usage::
 
     .venv/bin/python benchmarks/text_trainer.py throughput [--device cpu|cuda] [--json out.json]
+        [--model ALIAS|FOLDER] [--model-config JSON] [--datasets bbc_news,...] [--epochs N]
     .venv/bin/python benchmarks/text_trainer.py setup
     .venv/bin/python benchmarks/text_trainer.py all --write-readme [--merge gpu.json]
 
 On a GPU machine without Ray (the ``device`` tool), run ``throughput --device
 cuda --json gpu.json`` there, then ``all --write-readme --merge gpu.json`` here.
+``--model`` takes a local folder (the GPU run uses a carried copy of MiniLM) and
+``--model-config`` a randomly initialised model of that config (e.g. bert-base's
+shape), built the same way for both trainers (our trainer's ``_build_model``).
 HF Trainer needs ``accelerate`` (``pip install -e '.[bench]'``).
 """
 
@@ -70,15 +74,17 @@ def machine(device: str) -> str:
 # ------------------------------------------------------------------ throughput
 
 
-def _settings(dataset: str, max_examples: int, max_length: int, batch_size: int, cache: Path) -> dict[str, Any]:
+def _settings(dataset: str, max_examples: int, max_length: int, batch_size: int, cache: Path, *,
+              model: str = "minilm-l6", model_config: dict[str, Any] | None = None,
+              epochs: int = 1) -> dict[str, Any]:
     return {
-        "model": "minilm-l6", "dataset": dataset, "max_examples": max_examples, "val_fraction": 0.05,
-        "max_length": max_length, "epochs": 1, "batch_size": batch_size, "lr": 5e-5,
-        "optimizer": "adamw", "save_model": False, "cache_dir": str(cache),
+        "model": model, "model_config": model_config, "dataset": dataset, "max_examples": max_examples,
+        "val_fraction": 0.05, "max_length": max_length, "epochs": epochs, "batch_size": batch_size,
+        "lr": 5e-5, "optimizer": "adamw", "save_model": False, "cache_dir": str(cache),
     }
 
 
-def run_ours(settings: dict[str, Any], device: str, tmp: Path) -> dict[str, float]:
+def run_ours(settings: dict[str, Any], device: str, tmp: Path, threads: int | None = None) -> dict[str, float]:
     from hpsearch.trainers import RecordingChannel, TrialContext, TrialResources
     from hpsearch.trainers._text import TextClassificationSettings, TextClassificationTrainer
 
@@ -86,18 +92,19 @@ def run_ours(settings: dict[str, Any], device: str, tmp: Path) -> dict[str, floa
     trainer.prepare()
     ctx = TrialContext(
         trial_number=0, params={}, channel=RecordingChannel(), objective="accuracy", work_dir=tmp / "work",
-        resources=TrialResources(cpus=os.cpu_count() or 1, gpus=1.0 if device == "cuda" else 0.0),
+        resources=TrialResources(cpus=threads or os.cpu_count() or 1, gpus=1.0 if device == "cuda" else 0.0),
     )
     m = trainer.run({}, ctx)
     n = ctx.user_attrs["data_sizes"]["train"]
-    return {"samples": n, "steps": m["steps"], "train_s": m["time_train"], "samples_per_s": n / m["time_train"],
-            "accuracy": m["accuracy"]}
+    samples = n * int(m["epochs_run"])
+    return {"examples": n, "samples": samples, "steps": m["steps"], "train_s": m["time_train"],
+            "samples_per_s": samples / m["time_train"], "accuracy": m["accuracy"]}
 
 
-def run_hf(settings: dict[str, Any], device: str, tmp: Path, *, dynamic: bool) -> dict[str, float]:
+def run_hf(settings: dict[str, Any], device: str, tmp: Path, *, dynamic: bool,
+           threads: int | None = None) -> dict[str, float]:
     import torch
     from transformers import (
-        AutoModelForSequenceClassification,
         AutoTokenizer,
         DataCollatorWithPadding,
         Trainer,
@@ -118,7 +125,8 @@ def run_hf(settings: dict[str, Any], device: str, tmp: Path, *, dynamic: bool) -
                     padding=False if dynamic else "max_length")
     rows = [{"input_ids": ids, "attention_mask": am, "labels": y}
             for ids, am, y in zip(enc["input_ids"], enc["attention_mask"], splits.train.labels)]
-    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=len(splits.label_names))
+    # The model our trainer would build: pretrained weights, or a random init from model_config.
+    model = ours._build_model(s, splits.label_names, tokenizer)
 
     class Clock(TrainerCallback):
         def on_train_begin(self, args, state, control, **kw):
@@ -133,7 +141,7 @@ def run_hf(settings: dict[str, Any], device: str, tmp: Path, *, dynamic: bool) -
             self.steps = state.global_step
 
     clock = Clock()
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(threads or os.cpu_count() or 1)
     args = TrainingArguments(
         output_dir=str(tmp / "hf"), per_device_train_batch_size=s.batch_size, num_train_epochs=1,
         learning_rate=s.lr, max_grad_norm=1.0, seed=0, report_to="none", save_strategy="no",
@@ -144,26 +152,32 @@ def run_hf(settings: dict[str, Any], device: str, tmp: Path, *, dynamic: bool) -
                       data_collator=DataCollatorWithPadding(tokenizer) if dynamic else default_data_collator)
     trainer.train()
     secs = clock.t1 - clock.t0
-    return {"samples": len(rows), "steps": clock.steps, "train_s": secs, "samples_per_s": len(rows) / secs}
+    samples = len(rows) * s.epochs
+    return {"examples": len(rows), "samples": samples, "steps": clock.steps, "train_s": secs,
+            "samples_per_s": samples / secs}
 
 
-def throughput(device: str, batch_size: int, max_length: int, examples: int) -> dict[str, Any]:
+def throughput(device: str, batch_size: int, max_length: int, examples: int, *,
+               datasets: tuple[str, ...] = ("bbc_news", "chinese_reviews"), model: str = "minilm-l6",
+               model_config: dict[str, Any] | None = None, epochs: int = 1,
+               threads: int | None = None) -> dict[str, Any]:
     rows = []
     with tempfile.TemporaryDirectory(prefix="hps-textbench-") as d:
         tmp = Path(d)
-        for dataset in ("bbc_news", "chinese_reviews"):
-            st = _settings(dataset, examples, max_length, batch_size, tmp / "cache")
+        for dataset in datasets:
+            st = _settings(dataset, examples, max_length, batch_size, tmp / "cache", model=model,
+                           model_config=model_config, epochs=epochs)
             # One untimed warm-up run each way (allocator, kernels, page cache).
-            run_ours({**st, "max_examples": batch_size * 4}, device, tmp / "w1")
+            run_ours({**st, "max_examples": batch_size * 4, "epochs": 1}, device, tmp / "w1", threads)
             res = {"dataset": dataset}
-            res["hf-trainer"] = run_hf(st, device, tmp / "hf", dynamic=False)
-            res["hf-trainer-dyn"] = run_hf(st, device, tmp / "hfd", dynamic=True)
-            res["hpsearch"] = run_ours(st, device, tmp / "ours")
+            res["hf-trainer"] = run_hf(st, device, tmp / "hf", dynamic=False, threads=threads)
+            res["hf-trainer-dyn"] = run_hf(st, device, tmp / "hfd", dynamic=True, threads=threads)
+            res["hpsearch"] = run_ours(st, device, tmp / "ours", threads)
             for k in ("hf-trainer", "hf-trainer-dyn", "hpsearch"):
                 print(f"{dataset} {k}: {res[k]['samples_per_s']:.1f} samples/s", file=sys.stderr)
             rows.append(res)
     return {"device": device, "machine": machine(device), "batch_size": batch_size, "max_length": max_length,
-            "rows": rows}
+            "model": model, "model_config": model_config, "epochs": epochs, "rows": rows}
 
 
 def throughput_table(results: list[dict[str, Any]]) -> str:
@@ -177,7 +191,7 @@ def throughput_table(results: list[dict[str, Any]]) -> str:
             hf, dyn, ours = row["hf-trainer"], row["hf-trainer-dyn"], row["hpsearch"]
             lines.append(
                 f"| {r['machine']} | {row['dataset']}, bs {r['batch_size']}, max {r['max_length']} | "
-                f"{ours['samples']} | {hf['samples_per_s']:.1f} | {dyn['samples_per_s']:.1f} | "
+                f"{ours.get('examples', ours['samples'])} | {hf['samples_per_s']:.1f} | {dyn['samples_per_s']:.1f} | "
                 f"{ours['samples_per_s']:.1f} | {ours['samples_per_s'] / hf['samples_per_s']:.2f}× | "
                 f"{ours['samples_per_s'] / dyn['samples_per_s']:.2f}× |"
             )
@@ -256,6 +270,13 @@ def main() -> None:
     ap.add_argument("--max-length", type=int, default=128)
     ap.add_argument("--examples", type=int, default=420, help="examples per dataset (95%% train)")
     ap.add_argument("--trials", type=int, default=4, help="trials of the set-up study")
+    ap.add_argument("--model", default="minilm-l6", help="alias, local folder or hub id (tokenizer, and weights "
+                    "unless --model-config)")
+    ap.add_argument("--model-config", type=json.loads, default=None,
+                    help='JSON config of a randomly initialised model, e.g. \'{"model_type": "bert"}\'')
+    ap.add_argument("--datasets", default="bbc_news,chinese_reviews", help="comma-separated")
+    ap.add_argument("--epochs", type=int, default=1, help="training epochs per throughput run")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     ap.add_argument("--json", type=Path, help="write the throughput results here")
     ap.add_argument("--merge", type=Path, action="append", default=[], help="throughput JSON from another machine")
     ap.add_argument("--write-readme", action="store_true")
@@ -263,7 +284,9 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     blocks = []
     if args.what in ("throughput", "all"):
-        res = throughput(args.device, args.batch_size, args.max_length, args.examples)
+        res = throughput(args.device, args.batch_size, args.max_length, args.examples,
+                         datasets=tuple(args.datasets.split(",")), model=args.model,
+                         model_config=args.model_config, epochs=args.epochs, threads=args.threads)
         if args.json:
             args.json.write_text(json.dumps(res, indent=1))
         table = throughput_table([res] + [json.loads(p.read_text()) for p in args.merge])

@@ -58,16 +58,21 @@ def run_study(
     """Run (or resume) a study to its budget and return its result.
 
     ``n_trials`` is the total the study should hold; ``more`` asks for that
-    many trials beyond those already finished. Other keywords override the
+    many trials beyond those already finished (give one, not both). Other keywords override the
     study file like the CLI flags do.
 
     Raises:
-        ConfigError: Invalid study file or override (nothing is written).
+        ConfigError: Invalid study file or override, or both ``n_trials`` and
+            ``more`` given (nothing is written).
         StorageError: Unusable storage (nothing is written).
         StudyFailedError: ``max_failures`` trials failed.
     """
     from hpsearch.config import StudyConfig, load_config
     from hpsearch.manager import StudyManager
+
+    if n_trials is not None and more is not None:
+        # As the CLI refuses --n-trials with --more: one is a total, the other an increment.
+        raise ConfigError("n_trials and more: give one of them, not both")
 
     overrides: dict[str, Any] = {
         "n_trials": n_trials,

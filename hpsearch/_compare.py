@@ -97,6 +97,8 @@ def _engine(url: str) -> Any:
     kwargs: dict[str, Any] = {"poolclass": sqlalchemy.pool.NullPool}
     if path is not None:
         kwargs["creator"] = _ReadOnlySQLite(str(path))
+    elif url.lower().startswith("postgresql"):
+        kwargs["connect_args"] = {"connect_timeout": 10}  # an unreachable server fails, never hangs
     return sqlalchemy.create_engine(url, **kwargs)
 
 

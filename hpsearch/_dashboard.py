@@ -7,25 +7,57 @@ transactions. A read-only reader of a WAL database takes no write lock, so a
 running study never sees "database is locked" because of the dashboard (the
 failure of optuna-dashboard#545, where the dashboard's connections on a
 rollback-journal database blocked the writer).
+
+Nothing the dashboard's UI or HTTP API sends may change a byte, so three
+independent layers stand in the way of every write:
+
+1. :class:`ReadOnlyHTTP`, a WSGI guard in front of optuna-dashboard: only GET
+   and HEAD reach it; every other method is answered 403 before any route runs.
+2. :class:`ReadOnlyArtifactStore`: artifacts can be read, never written or
+   removed. optuna-dashboard removes a study's artifacts *before* it deletes the
+   study in storage, so a read-only storage alone would not save them.
+3. :func:`open_readonly_storage`: connections that cannot write.
 """
 
 from __future__ import annotations
 
+import json
 import sys
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from hpsearch.errors import ConfigError, HpsearchError, StorageError, one_line
-from hpsearch.storage import check_storage, mask_secrets, mask_url, sqlite_path, url_password
+from hpsearch.storage import (
+    check_storage,
+    mask_secrets,
+    mask_url,
+    sqlite_path,
+    url_password,
+)
 
 if TYPE_CHECKING:
     import optuna
 
-__all__ = ["DashboardTarget", "LOOPBACK_HOSTS", "host_warning", "open_readonly_storage", "require_extra", "resolve", "serve"]
+__all__ = [
+    "LOOPBACK_HOSTS",
+    "READ_ONLY",
+    "DashboardTarget",
+    "ReadOnlyArtifactStore",
+    "ReadOnlyHTTP",
+    "build_app",
+    "host_warning",
+    "open_readonly_storage",
+    "require_extra",
+    "resolve",
+    "serve",
+]
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 INSTALL_HINT = "pip install 'hpsearch[dashboard]'"
+#: The start of every refusal, from the HTTP guard and from the artifact store.
+READ_ONLY = "hpsearch dashboard is read-only"
 
 
 def require_extra(*modules: str) -> None:
@@ -110,17 +142,99 @@ def open_readonly_storage(url: str) -> optuna.storages.RDBStorage:
         raise StorageError(f"storage {mask_url(url)}: not readable as an Optuna storage: {msg[:300]}") from None
 
 
-def serve(target: DashboardTarget, *, host: str = "127.0.0.1", port: int = 8080) -> None:
-    """Run optuna-dashboard until interrupted (blocks)."""
+class ReadOnlyArtifactStore:
+    """Optuna's ``ArtifactStore`` protocol over an artifact folder, for reading only.
+
+    ``open_reader`` serves artifacts as ``FileSystemArtifactStore`` does (and
+    raises ``ArtifactNotFound`` the same way); ``write`` and ``remove`` raise
+    :class:`PermissionError` without touching the folder.
+    """
+
+    def __init__(self, root: str | Path) -> None:
+        from optuna.artifacts import FileSystemArtifactStore
+
+        self.root = Path(root)
+        self._files = FileSystemArtifactStore(self.root)
+
+    def open_reader(self, artifact_id: str) -> IO[bytes]:
+        return self._files.open_reader(artifact_id)
+
+    def write(self, artifact_id: str, content_body: IO[bytes]) -> None:
+        raise PermissionError(f"{READ_ONLY}: refusing to write artifact {artifact_id} into {self.root}")
+
+    def remove(self, artifact_id: str) -> None:
+        raise PermissionError(f"{READ_ONLY}: refusing to remove artifact {artifact_id} from {self.root}")
+
+
+_SAFE_METHODS = frozenset({"GET", "HEAD"})
+#: Request bodies read (and dropped) before a refusal, so the client gets the answer, not a reset.
+_DRAIN_LIMIT = 256 * 1024 * 1024
+
+
+class ReadOnlyHTTP:
+    """WSGI guard: GET and HEAD go to ``app``; any other method gets 403 and never reaches it.
+
+    The refusal is JSON ``{"reason": "hpsearch dashboard is read-only: ..."}``;
+    ``reason`` is the key optuna-dashboard's UI reads from a failed request.
+    """
+
+    def __init__(self, app: Callable[..., Iterable[bytes]]) -> None:
+        self.app = app
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        method = str(environ.get("REQUEST_METHOD", "GET")).upper()
+        if method in _SAFE_METHODS:
+            return self.app(environ, start_response)
+        _drain(environ)
+        path = environ.get("PATH_INFO", "")
+        body = json.dumps(
+            {"reason": f"{READ_ONLY}: {method} {path} refused; the study manager is the only writer"}
+        ).encode()
+        start_response(
+            "403 Forbidden",
+            [("Content-Type", "application/json"), ("Content-Length", str(len(body))), ("Allow", "GET, HEAD")],
+        )
+        return [body]
+
+
+def _drain(environ: dict[str, Any]) -> None:
+    """Read the refused request's body: closing a socket with unread input sends a reset
+    that can make the client lose the 403."""
+    try:
+        left = min(int(environ.get("CONTENT_LENGTH") or 0), _DRAIN_LIMIT)
+    except ValueError:
+        return
+    stream = environ.get("wsgi.input")
+    while stream is not None and left > 0:
+        chunk = stream.read(min(left, 1 << 16))
+        if not chunk:
+            break
+        left -= len(chunk)
+
+
+def build_app(target: DashboardTarget) -> ReadOnlyHTTP:
+    """optuna-dashboard's WSGI app on ``target``, behind all three read-only layers."""
     require_extra("optuna_dashboard")
-    import optuna_dashboard
-    from optuna.artifacts import FileSystemArtifactStore
+    import optuna_dashboard  # type: ignore[import-untyped]
 
     storage = open_readonly_storage(target.storage_url)
     store = None
     if target.artifact_dir is not None and target.artifact_dir.is_dir():
-        store = FileSystemArtifactStore(str(target.artifact_dir))
-    arts = f", artifacts {target.artifact_dir}" if store is not None else ", no artifact folder"
+        store = ReadOnlyArtifactStore(target.artifact_dir)
+    return ReadOnlyHTTP(optuna_dashboard.wsgi(storage, artifact_store=store))
+
+
+def serve(target: DashboardTarget, *, host: str = "127.0.0.1", port: int = 8080) -> None:
+    """Serve :func:`build_app` until interrupted (blocks).
+
+    The server is the one ``optuna_dashboard.run_server`` uses (bottle's wsgiref
+    adapter); only the app it runs is wrapped.
+    """
+    app = build_app(target)
+    import bottle  # type: ignore[import-untyped]  # optuna-dashboard's web framework
+
+    has_arts = target.artifact_dir is not None and target.artifact_dir.is_dir()
+    arts = f", artifacts {target.artifact_dir}" if has_arts else ", no artifact folder"
     shown = f"[{host}]" if ":" in host else host
     print(
         f"optuna-dashboard on {mask_url(target.storage_url)} (read-only{arts}): "
@@ -129,7 +243,7 @@ def serve(target: DashboardTarget, *, host: str = "127.0.0.1", port: int = 8080)
         flush=True,
     )
     try:
-        optuna_dashboard.run_server(storage, host=host, port=port, artifact_store=store)
+        bottle.run(app, host=host, port=port)
     except KeyboardInterrupt:
         print("dashboard stopped", file=sys.stderr)
     except OSError as e:

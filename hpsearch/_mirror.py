@@ -30,8 +30,9 @@ block, a trial's params, attributes and intermediate values reach memory at
 once and the database together, in one transaction, with the next finishing
 state change (``tell``) or when the block ends. The manager wraps one ``ask``
 (the params and the sampler's attributes of the new trial) and one trial's
-end (its attributes and its final state) in such blocks, and hands nothing
-to a worker, and reports nothing finished, before the block has committed:
+end (its attributes, its artifact references and its final state) in such
+blocks, and hands nothing to a worker, and reports nothing finished, before
+the block has committed:
 the database still holds everything the outside world has seen. A driver
 killed inside a block leaves a RUNNING trial without params (recovered as
 orphaned, and not re-queued, since it never ran) or a RUNNING trial that
@@ -57,12 +58,34 @@ from optuna.study._frozen import FrozenStudy
 from optuna.study._study_direction import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-__all__ = ["MirroredStorage", "is_transient", "RETRY_S"]
+__all__ = ["MirroredStorage", "is_transient", "storage_retry_s", "RETRY_ENV", "RETRY_S"]
 
 _T = TypeVar("_T")
 _log = logging.getLogger("hpsearch.storage")
 #: Default bound, in seconds, on retrying one storage call after a lost connection.
-RETRY_S = float(os.environ.get("HPSEARCH_STORAGE_RETRY_S", "60"))
+RETRY_S = 60.0
+#: Environment variable overriding RETRY_S; read when a storage is made, not at import.
+RETRY_ENV = "HPSEARCH_STORAGE_RETRY_S"
+
+
+def storage_retry_s() -> float:
+    """``$HPSEARCH_STORAGE_RETRY_S`` as seconds (default 60), or a ConfigError naming it."""
+    import math
+
+    from hpsearch.errors import ConfigError
+
+    raw = os.environ.get(RETRY_ENV)
+    if raw is None or not raw.strip():
+        return RETRY_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not value >= 0:  # also refuses nan
+        raise ConfigError(f"{RETRY_ENV}: expected a number of seconds >= 0, got {raw!r}")
+    return value
+
+
 #: Server errors that a retry cannot fix although the driver reports them as operational.
 _PERMANENT = ("authentication failed", "does not exist", "permission denied", "no pg_hba.conf entry")
 
@@ -98,7 +121,7 @@ class MirroredStorage(BaseStorage):
         backend: The RDB storage that holds the truth.
         refresh_s: How stale other processes' trials may be in reads.
         retry_s: How long one call retries a lost connection before raising
-            (default ``HPSEARCH_STORAGE_RETRY_S`` or 60); 0 disables retries.
+            (default ``$HPSEARCH_STORAGE_RETRY_S`` or 60, read here); 0 disables retries.
         trial_system_attrs: System attrs written with every trial this storage
             creates without a template, in the same transaction.
     """
@@ -114,7 +137,7 @@ class MirroredStorage(BaseStorage):
         self.backend = backend
         self._remote = _CachedStorage(backend)
         self._refresh_s = refresh_s
-        self.retry_s = RETRY_S if retry_s is None else retry_s
+        self.retry_s = storage_retry_s() if retry_s is None else retry_s
         self.trial_system_attrs = dict(trial_system_attrs or {})
         #: Lost connections retried so far (the manager looks for ghosts when it grows).
         self.retries = 0

@@ -21,6 +21,7 @@ import datetime as dt
 import logging
 import math
 import socket
+import threading
 import time
 import weakref
 from dataclasses import dataclass, field
@@ -40,6 +41,8 @@ log = logging.getLogger("hpsearch.notes")
 NOTE_EVERY_S = 10.0
 #: Baseline studies rarely change while this one runs: read them at most this often.
 BASELINE_EVERY_S = 60.0
+#: The last note of a study waits at most this long for a baseline read still in flight.
+BASELINE_FINAL_WAIT_S = 5.0
 FIGURE_ID = "hpsearch-best-over-time"
 _NOTES: weakref.WeakKeyDictionary[Any, StudyNote] = weakref.WeakKeyDictionary()
 
@@ -218,6 +221,7 @@ class StudyNote:
         self.last_body: str | None = None
         self._baselines: list[dict[str, Any]] = []
         self._baselines_at = -math.inf
+        self._reader: threading.Thread | None = None
         if not self.enabled:
             log.info("optuna-dashboard is not installed: no study note (pip install 'hpsearch[dashboard]')")
 
@@ -247,16 +251,37 @@ class StudyNote:
         self.last_write, self.last_key = now, key
         self.write(study, final=self._finished())
 
-    def baselines(self) -> list[dict[str, Any]]:
+    def baselines(self, *, final: bool = False) -> list[dict[str, Any]]:
+        """The baseline rows known now; a refresh runs in a thread, never in the manager's loop.
+
+        Baselines may live in other storages: an unreachable or slow one must not
+        stall ask/tell. A due refresh starts a daemon thread and the note goes on
+        with the rows read last time (a placeholder row per baseline before the
+        first read ends); the study's last note waits :data:`BASELINE_FINAL_WAIT_S`
+        at most for a read in flight.
+        """
         cfg = self.manager.config
         if not cfg.compare_with:
             return []
-        now = time.monotonic()
-        if now - self._baselines_at < BASELINE_EVERY_S:
-            return self._baselines
+        reading = self._reader is not None and self._reader.is_alive()
+        if not reading and time.monotonic() - self._baselines_at >= BASELINE_EVERY_S:
+            self._baselines_at = time.monotonic()
+            self._reader = threading.Thread(target=self._read_baselines, name="hpsearch-baselines", daemon=True)
+            self._reader.start()
+            reading = True
+        if reading and final:
+            self._reader.join(BASELINE_FINAL_WAIT_S)  # type: ignore[union-attr]
+        if self._baselines:
+            return list(self._baselines)
+        return [{"study": p.stem, "error": "not read yet (its storage is slow or unreachable)"}
+                for p in cfg.compare_with_paths()]
+
+    def _read_baselines(self) -> None:
+        """Read every ``compare_with`` study's row (runs in the reader thread)."""
         from hpsearch._compare import compare_rows
         from hpsearch.errors import HpsearchError
 
+        cfg = self.manager.config
         rows = []
         for rel, path in zip(cfg.compare_with, cfg.compare_with_paths()):
             try:
@@ -265,7 +290,7 @@ class StudyNote:
                 except HpsearchError:
                     # Run with --storage: the baseline may live in this study's storage.
                     rows += compare_rows([str(path)], storage=self.manager.prepared.storage_url)
-            except HpsearchError as e:
+            except Exception as e:  # noqa: BLE001 - a baseline row shows the error; the note goes on
                 label = path.stem
                 try:
                     from hpsearch.config import load_config
@@ -273,9 +298,11 @@ class StudyNote:
                     label = load_config(path).name
                 except HpsearchError:
                     pass
-                rows.append({"study": label, "error": f"not run yet: hpsearch run {rel}" if "run it first" in str(e) else one_line(str(e))[:120]})
-        self._baselines, self._baselines_at = rows, now
-        return rows
+                from hpsearch.storage import mask_secrets
+
+                text = f"not run yet: hpsearch run {rel}" if "run it first" in str(e) else mask_secrets(one_line(str(e)))[:120]
+                rows.append({"study": label, "error": text})
+        self._baselines = rows
 
     def write(self, study: optuna.Study, *, final: bool) -> None:
         import optuna_dashboard
@@ -285,7 +312,7 @@ class StudyNote:
         m = self.manager
         cfg = m.config
         summary = summarise(study.get_trials(deepcopy=False), cfg.objective.direction == "maximize")
-        baselines = self.baselines()
+        baselines = self.baselines(final=final)
         if m._interrupts:
             state = "interrupted"
         elif m._failures >= cfg.max_failures:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import inspect
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from hpsearch.config import StudyConfig
@@ -13,10 +14,27 @@ from hpsearch.errors import ConfigError, one_line
 if TYPE_CHECKING:
     import optuna
 
-__all__ = ["SAMPLERS", "PRUNERS", "RETRY_ATTR", "make_sampler", "make_pruner"]
+__all__ = ["SAMPLERS", "PRUNERS", "SamplerFactory", "RETRY_ATTR", "make_sampler", "make_pruner"]
 
 #: Trial system attribute: this FAIL trial's params should run again (set by the manager).
 RETRY_ATTR = "hpsearch:retry"
+
+
+@dataclass(frozen=True)
+class SamplerFactory:
+    """Builds one sampler kind from the study: ``factory(cfg, **options)``.
+
+    ``target()`` is the class the options go to (they are checked against its
+    signature, not this wrapper's), and ``own`` maps the arguments the factory
+    sets itself to the study field that sets them.
+    """
+
+    build: Callable[..., Any]
+    target: Callable[[], type]
+    own: Mapping[str, str] = field(default_factory=dict)
+
+    def __call__(self, cfg: StudyConfig, **options: Any) -> Any:
+        return self.build(cfg, **options)
 
 
 def _grid(cfg: StudyConfig, **options: Any) -> optuna.samplers.BaseSampler:
@@ -25,11 +43,16 @@ def _grid(cfg: StudyConfig, **options: Any) -> optuna.samplers.BaseSampler:
     return _grid_sampler_class()(grid_points(cfg), seed=cfg.sampler.seed, **options)
 
 
-def _optuna(name: str) -> Callable[..., Any]:
-    def factory(cfg: StudyConfig, **options: Any) -> Any:
+def _optuna(name: str) -> SamplerFactory:
+    def target() -> type:
         import optuna
 
-        cls = getattr(optuna.samplers, name)
+        return getattr(optuna.samplers, name)  # type: ignore[no-any-return]
+
+    def build(cfg: StudyConfig, **options: Any) -> Any:
+        import optuna
+
+        cls = target()
         if "seed" in inspect.signature(cls).parameters:
             options.setdefault("seed", cfg.sampler.seed)
         with warnings.catch_warnings():
@@ -37,13 +60,12 @@ def _optuna(name: str) -> Callable[..., Any]:
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return cls(**options)
 
-    factory.__name__ = name
-    return factory
+    return SamplerFactory(build, target)
 
 
 #: sampler name -> factory(config, **options)
-SAMPLERS: dict[str, Callable[..., Any]] = {
-    "grid": _grid,
+SAMPLERS: dict[str, SamplerFactory] = {
+    "grid": SamplerFactory(_grid, lambda: _grid_sampler_class(), {"search_space": "search_space", "seed": "sampler.seed"}),
     "random": _optuna("RandomSampler"),
     "tpe": _optuna("TPESampler"),
     "qmc": _optuna("QMCSampler"),
@@ -72,15 +94,45 @@ def _target(name: str, kind: str, registry: dict[str, Any], file: str) -> Any:
     return registry[name]
 
 
-def _call(factory: Callable[..., Any], kind: str, options: dict[str, Any], file: str, *args: Any) -> Any:
-    target = factory
+def _check_names(cls: type, kind: str, options: dict[str, Any], file: str, own: Mapping[str, str]) -> None:
+    """Refuse the first option ``cls`` does not take (or that hpsearch sets itself), by name."""
+    params = [p for p in inspect.signature(cls).parameters if p not in ("self", "args", "kwargs")]
+    for key in options:
+        if key in own:
+            raise ConfigError(
+                f"{file}: {kind}.options.{key}: set by {own[key]}; remove it from {kind}.options"
+            )
+        if key not in params:
+            valid = [p for p in params if p not in own]
+            raise ConfigError(
+                f"{file}: {kind}.options.{key}: {cls.__name__.removeprefix('Hpsearch')} has no option "
+                f"{key!r}; " + (f"valid: {', '.join(valid)}" if valid else f"it takes no {kind}.options")
+            )
+
+
+def _culprit(build: Callable[..., Any], options: dict[str, Any]) -> str | None:
+    """The option that fails on its own (the others left at their defaults), if exactly one does.
+
+    A TypeError from a bad value (``'<' not supported between 'str' and 'int'``)
+    does not say which option it came from; building with each option alone does.
+    """
+    failing = []
+    for key, value in options.items():
+        try:
+            build(**{key: value})
+        except Exception:  # noqa: BLE001 - any failure points at this option
+            failing.append(key)
+    return failing[0] if len(failing) == 1 else None
+
+
+def _call(build: Callable[..., Any], kind: str, options: dict[str, Any], file: str) -> Any:
+    """``build(**options)``, its errors turned into one line naming the option when it can."""
     try:
-        return factory(*args, **options)
+        return build(**options)
     except TypeError as e:
-        params = inspect.signature(getattr(target, "__wrapped__", target)).parameters
-        bad = next((k for k in options if k not in params), None)
+        bad = _culprit(build, options) if len(options) > 1 else next(iter(options), None)
         where = f"{kind}.options.{bad}" if bad else f"{kind}.options"
-        raise ConfigError(one_line(f"{file}: {where}: {e}; check the option names")) from None
+        raise ConfigError(one_line(f"{file}: {where}: {e}; check the option values")) from None
     except (ValueError, ImportError, ModuleNotFoundError) as e:
         raise ConfigError(one_line(f"{file}: {kind}.options: {e}")) from None
 
@@ -89,7 +141,9 @@ def make_sampler(cfg: StudyConfig) -> optuna.samplers.BaseSampler:
     """The study's sampler, built from ``sampler.name`` and ``sampler.options``."""
     file = cfg.file
     factory = _target(cfg.sampler.name, "sampler", SAMPLERS, file)
-    return _call(factory, "sampler", dict(cfg.sampler.options), file, cfg)
+    options = dict(cfg.sampler.options)
+    _check_names(factory.target(), "sampler", options, file, factory.own)
+    return _call(lambda **o: factory(cfg, **o), "sampler", options, file)
 
 
 def make_pruner(cfg: StudyConfig) -> optuna.pruners.BasePruner:
@@ -99,12 +153,7 @@ def make_pruner(cfg: StudyConfig) -> optuna.pruners.BasePruner:
     file = cfg.file
     cls = getattr(optuna.pruners, _target(cfg.pruner.name, "pruner", PRUNERS, file))
     options = dict(cfg.pruner.options)
-    bad = next((k for k in options if k not in inspect.signature(cls).parameters), None)
-    if bad:
-        raise ConfigError(
-            f"{file}: pruner.options.{bad}: {cls.__name__} has no option {bad!r}; "
-            f"valid: {', '.join(p for p in inspect.signature(cls).parameters)}"
-        )
+    _check_names(cls, "pruner", options, file, {})
     return _call(cls, "pruner", options, file)
 
 

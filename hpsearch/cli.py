@@ -190,17 +190,26 @@ def compare(
 def export(
     study: StudyArg,
     out: Annotated[Path, typer.Argument(help="Folder to write the model into.")],
-    best_: Annotated[bool, typer.Option("--best", help="Export the best trial's model (the default).")] = True,
+    best_: Annotated[bool, typer.Option("--best", help="Export the best trial's model (the default).")] = False,
+    trial: Annotated[
+        Optional[int],
+        typer.Option("--trial", min=0, help="Export trial N's model instead (kept by each trial that was the best so far)."),
+    ] = None,
     storage: StorageOpt = None,
 ) -> None:
-    """Write the best trial's fine-tuned model (and tokenizer) to OUT, loadable with from_pretrained."""
+    """Write the best trial's (or --trial N's) saved model to OUT, loadable with the trainer's loader."""
 
     def go() -> None:
+        from hpsearch.errors import ConfigError
         from hpsearch.results import load_result
 
+        if best_ and trial is not None:
+            raise ConfigError("--best and --trial: give one of them, not both")
         result = load_result(study, storage=storage)
-        path = result.export_best_model(out)
-        typer.echo(f"trial {result.best_trial.number} ({result.best_value:.6g}) -> {path}")
+        path = result.export_model(out, trial=trial)
+        t = result.best_trial if trial is None else result.trial(trial)
+        value = "" if t.value is None else f" ({t.value:.6g})"
+        typer.echo(f"trial {t.number}{value} -> {path}")
 
     _guard(go)
 

@@ -118,11 +118,43 @@ def prepare(cfg: StudyConfig, *, check_trainer: bool = True) -> Prepared:
             trainer.validate(set(cfg.search_space))
         except HpsearchError as e:
             raise _prefixed(e, file) from None
+        check_objective(trainer, cfg)
     if cfg.executor == "ray":
+        check_ray_installed(file)
         check_ray_address(cfg.ray.address or os.environ.get("RAY_ADDRESS"), file)
     url = cfg.resolved_storage()
     check_storage(url, file=file)
     return Prepared(cfg, file, trainer, distributions, sampler, pruner, url)
+
+
+def check_objective(trainer: BaseTrainer, cfg: StudyConfig) -> None:
+    """Refuse an ``objective.metric`` the trainer never returns (when it can tell in advance)."""
+    known = trainer.metrics()
+    metric = cfg.objective.metric
+    if known is not None and metric not in known:
+        raise ConfigError(
+            f"{cfg.file}: objective.metric: {metric!r} is not a metric trainer {trainer.kind!r} "
+            f"returns; use one of: {', '.join(sorted(known))}"
+        )
+
+
+def check_ray_installed(file: str) -> None:
+    """Refuse ``executor: ray`` without Ray installed, before anything is written.
+
+    Only looks Ray up: importing it here would fix its settings (loopback, token
+    auth) before the executor has set them.
+    """
+    import importlib.util
+
+    try:
+        found = importlib.util.find_spec("ray") is not None
+    except (ImportError, ValueError):
+        found = False
+    if not found:
+        raise ConfigError(
+            f"{file}: executor: ray is not installed; pip install 'ray[default,train]', "
+            "or run with --executor local"
+        )
 
 
 def check_ray_address(address: str | None, file: str, *, timeout: float = 5.0) -> None:
@@ -233,6 +265,8 @@ class StudyManager:
         self._best: float | None = None
         self._ghost_retries = 0
         self._ghost_at = time.monotonic()
+        #: The storage password (as written in the URL and decoded): masked in all trainer data stored.
+        self._secrets = _storage_secrets(self.prepared.storage_url)
 
     # ------------------------------------------------------------ set-up
 
@@ -256,12 +290,15 @@ class StudyManager:
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
 
-        from hpsearch._mirror import MirroredStorage
+        from hpsearch._mirror import MirroredStorage, storage_retry_s
 
         p = self.prepared
+        retry_s = storage_retry_s()  # a bad $HPSEARCH_STORAGE_RETRY_S is refused before the database is opened
         # Trials are stamped with this driver in the transaction that creates them, so a
         # trial created twice after a lost connection is recognised (see _fail_ghosts).
-        storage = MirroredStorage(open_storage(p.storage_url), trial_system_attrs={DRIVER_ATTR: self._driver})
+        storage = MirroredStorage(
+            open_storage(p.storage_url), retry_s=retry_s, trial_system_attrs={DRIVER_ATTR: self._driver}
+        )
         direction = self.config.objective.direction
         for attempt in range(5):
             try:
@@ -284,6 +321,7 @@ class StudyManager:
                 f"{p.file}: objective.direction: study {self.config.name!r} in storage was created "
                 f"with direction {study.direction.name.lower()}; keep it or rename the study"
             )
+        _name_objective(study, self.config.objective.metric)
         self._check_compatible(study)
         return study
 
@@ -319,19 +357,22 @@ class StudyManager:
         sys_attrs = study._storage.get_study_system_attrs(study._study_id)
         beats = {k[len(HEARTBEAT_PREFIX):]: v for k, v in sys_attrs.items() if k.startswith(HEARTBEAT_PREFIX)}
         n = 0
+        queued = {t.user_attrs.get("hpsearch.retry_of") for t in study.get_trials(deepcopy=False)}
         for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             ident = t.system_attrs.get(DRIVER_ATTR)
             if ident is None or ident == self._driver or driver_alive(ident, beats, now):
                 continue
+            # Not the trial's fault: the re-run keeps its attempt number. A trial
+            # without params died in its ask, before it was sent anywhere (unless it
+            # was a queued retry: its params are the fixed ones). Queued before the
+            # orphan is failed, so a driver killed in between loses no re-run; the
+            # next driver finds the orphan still RUNNING and its re-run queued.
+            params = t.params or t.system_attrs.get("fixed_params") or {}
+            if params and t.number not in queued:
+                self._requeue(study, params, t.number, int(t.user_attrs.get("hpsearch.attempt", 1)))
             study._storage.set_trial_user_attr(t._trial_id, "fail_reason", "orphaned")
             study._storage.set_trial_system_attr(t._trial_id, RETRY_ATTR, True)
             study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
-            # Not the trial's fault: the re-run keeps its attempt number. A trial
-            # without params died in its ask, before it was sent anywhere (unless it
-            # was a queued retry: its params are the fixed ones).
-            params = t.params or t.system_attrs.get("fixed_params") or {}
-            if params:
-                self._requeue(study, params, t.number, int(t.user_attrs.get("hpsearch.attempt", 1)))
             n += 1
         return n
 
@@ -540,7 +581,8 @@ class StudyManager:
         assert outcome is not None
         if outcome.failure is not None:
             raise StudyFailedError(
-                f"{self.prepared.file}: trainer {cfg.trainer.kind!r} failed: {outcome.failure.reason}"
+                f"{self.prepared.file}: trainer {cfg.trainer.kind!r} failed: "
+                f"{mask_secrets(outcome.failure.reason, *self._secrets)}"
             )
         attrs = dict(outcome.user_attrs)
         records = [TrialRecord(**r) for r in attrs.pop(RECORDS_ATTR, [])]
@@ -557,14 +599,15 @@ class StudyManager:
                     value=rec.value if state == TrialState.COMPLETE else None,
                     params=rec.params,
                     distributions={k: json_to_distribution(v) for k, v in rec.distributions.items()},
-                    user_attrs={**_jsonable_dict(rec.user_attrs), "placement": outcome.placement},
+                    user_attrs=_masked({**_jsonable_dict(rec.user_attrs), "placement": outcome.placement},
+                                       self._secrets),
                 )
             )
             trials[-1].datetime_start, trials[-1].datetime_complete = start, end
         study.add_trials(trials)
         # Failed fits are data (FAIL trials with their reason), not a failure budget.
         for key, value in attrs.items():
-            study.set_user_attr(key, _jsonable(value))
+            study.set_user_attr(mask_secrets(key, *self._secrets), _masked(_jsonable(value), self._secrets))
         if outcome.artifacts:
             self._upload_study_artifacts(study, outcome.artifacts)
         self._refresh_stats(study)
@@ -584,6 +627,7 @@ class StudyManager:
         ids = dict(study.user_attrs.get("artifacts", {}))
         with tempfile.TemporaryDirectory(prefix="hps-art-") as tmp:
             for name, data in files.items():
+                name = mask_secrets(name, *self._secrets)
                 path = Path(tmp) / name.replace("/", "__")
                 path.write_bytes(data)
                 ids[name] = upload_artifact(
@@ -642,6 +686,8 @@ class StudyManager:
                 resources=resources,
                 study_name=self.config.name,
                 objective=self.config.objective.metric,
+                best_value=self._best,
+                maximize=self.config.objective.direction == "maximize",
             )
         )
         self._stats.running = len(self._running)
@@ -665,6 +711,8 @@ class StudyManager:
         if run is None:
             return
         if run.stop_requested:
+            # The step it finished after the stop is still real work: keep its value.
+            run.trial.report(event.value, event.step)
             executor.decide(event.number, event.step, True)
             return
         run.trial.report(event.value, event.step)
@@ -693,15 +741,13 @@ class StudyManager:
             return
         if outcome.failure is not None:
             f = outcome.failure
-            # A trainer's error may quote a URL with a password (or the storage's own): mask it.
-            pw = url_password(self.prepared.storage_url)
-            attrs.update({"fail_type": f.type, "fail_message": mask_secrets(f.message, pw),
-                          "traceback": mask_secrets(f.traceback, pw)})
+            # A trainer's error may quote a URL with a password: _write_attrs masks it.
+            attrs.update({"fail_type": f.type, "fail_message": f.message, "traceback": f.traceback})
             pruned = f.type == "NonFiniteLoss" and self.config.on_nonfinite_loss == "prune"
             if not pruned:
                 retry = f.retriable and run.attempt <= self.config.max_retries
                 self._failures += 1
-                self._fail(study, run, mask_secrets(f.reason, pw), attrs, retry=retry)
+                self._fail(study, run, f.reason, attrs, retry=retry)
                 return
             attrs["fail_reason"] = f.reason  # kept as the reason it was pruned
         if outcome.pruned or outcome.failure is not None:
@@ -724,9 +770,11 @@ class StudyManager:
             self._fail(study, run, reason, attrs, retry=False)
             return
         attrs["metrics"] = outcome.metrics
-        if outcome.artifacts:
-            self._upload_artifacts(study, trial, outcome.artifacts, value)
-        with _batch(study):  # attributes and state in one transaction
+        # Artifact references, attributes and state in one transaction; the files are
+        # written first, so a reference never points at a missing file.
+        with _batch(study):
+            if outcome.artifacts:
+                attrs["artifacts"] = self._upload_artifacts(trial, outcome.artifacts, value)
             self._write_attrs(trial, attrs)
             study.tell(trial, value)
         self._refresh_stats(study)
@@ -735,22 +783,28 @@ class StudyManager:
         from optuna.trial import TrialState
 
         attrs["fail_reason"] = reason
+        if retry:
+            # Queued before the FAIL: a driver killed in between leaves the trial RUNNING
+            # with its re-run queued, which recovery sees and does not queue twice.
+            interrupted = reason == "interrupted"
+            self._requeue(study, run.params, run.trial.number, run.attempt + (0 if interrupted else 1))
         with _batch(study):  # attributes and state in one transaction
             self._write_attrs(run.trial, attrs)
             if retry:
                 study._storage.set_trial_system_attr(run.trial._trial_id, RETRY_ATTR, True)
             study.tell(run.trial, state=TrialState.FAIL)
-        if retry:
-            interrupted = reason == "interrupted"
-            self._requeue(study, run.params, run.trial.number, run.attempt + (0 if interrupted else 1))
         self._refresh_stats(study)
 
-    @staticmethod
-    def _write_attrs(trial: optuna.trial.Trial, attrs: dict[str, Any]) -> None:
+    def _write_attrs(self, trial: optuna.trial.Trial, attrs: dict[str, Any]) -> None:
+        """Store ``attrs`` (trainer data among them) with the storage password masked, keys too."""
         for key, value in attrs.items():
-            trial.set_user_attr(key, _jsonable(value))
+            trial.set_user_attr(mask_secrets(key, *self._secrets), _masked(_jsonable(value), self._secrets))
 
-    def _upload_artifacts(self, study: optuna.Study, trial: optuna.trial.Trial, files: dict[str, bytes], value: float) -> None:
+    def _upload_artifacts(self, trial: optuna.trial.Trial, files: dict[str, bytes], value: float) -> dict[str, str]:
+        """Upload ``files`` (their names masked) as the trial's artifacts; returns name -> artifact id.
+
+        Inside a batch the references commit with the trial's end (see ``_on_finished``).
+        """
         from optuna.artifacts import upload_artifact
 
         self._artifact_store_or_create()
@@ -762,6 +816,7 @@ class StudyManager:
             for name, data in files.items():
                 if name.startswith(MODEL_DIR):
                     continue
+                name = mask_secrets(name, *self._secrets)
                 path = Path(tmp) / name.replace("/", "__")
                 path.write_bytes(data)
                 ids[name] = upload_artifact(
@@ -779,7 +834,7 @@ class StudyManager:
                 ids["model.tar"] = upload_artifact(
                     artifact_store=self._artifact_store, file_path=str(path), study_or_trial=trial
                 )
-        trial.set_user_attr("artifacts", ids)
+        return ids
 
     def _abandon_running(self, study: optuna.Study, executor: BaseExecutor) -> None:
         """Second Ctrl-C: record running trials as interrupted and queue them again."""
@@ -793,10 +848,52 @@ class StudyManager:
             self._running[number] = run  # counted in the message
 
 
+def _name_objective(study: optuna.Study, metric: str) -> None:
+    """Name the study's objective, so the dashboard's axes read the metric, not "Objective 0".
+
+    Written right after the study is created (Optuna has no way to pass it to
+    ``create_study``); a run that died in between is healed by the next one,
+    and a re-run with the names already set writes nothing.
+    """
+    import warnings
+
+    import optuna
+
+    if study.metric_names != [metric]:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names([metric])
+
+
 def _batch(study: optuna.Study) -> contextlib.AbstractContextManager[None]:
     """One transaction for the trial writes inside (see ``MirroredStorage.batch``)."""
     batch = getattr(study._storage, "batch", None)
     return batch() if batch is not None else contextlib.nullcontext()
+
+
+def _storage_secrets(url: str) -> tuple[str, ...]:
+    """The password of storage ``url``, as written (percent-encoded) and decoded.
+
+    ``user:password@`` and ``?password=`` both count. Passwords under 4 characters are
+    left out, as ``mask_secrets`` does for ``PGPASSWORD``: masking them would garble plain text.
+    """
+    from urllib.parse import parse_qs, unquote, urlsplit
+
+    found = [url_password(url)]
+    with contextlib.suppress(ValueError):
+        found += parse_qs(urlsplit(url).query).get("password", [])
+    return tuple(dict.fromkeys(s for p in found if p for s in (p, unquote(p)) if len(s) >= 4))
+
+
+def _masked(value: Any, secrets: tuple[str, ...]) -> Any:
+    """JSON-like ``value`` with every URL password and each of ``secrets`` masked in its strings and keys."""
+    if isinstance(value, str):
+        return mask_secrets(value, *secrets)
+    if isinstance(value, dict):
+        return {mask_secrets(k, *secrets) if isinstance(k, str) else k: _masked(v, secrets) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_masked(v, secrets) for v in value]
+    return value
 
 
 def _jsonable_dict(values: dict[str, Any]) -> dict[str, Any]:

@@ -98,23 +98,43 @@ class StudyResult:
         return frame
 
 
+    def trial(self, number: int) -> optuna.trial.FrozenTrial:
+        """The trial numbered ``number``."""
+        for t in self.study.get_trials(deepcopy=False):
+            if t.number == number:
+                return t
+        raise StorageError(f"study {self.study_name!r} has no trial {number}; see `hpsearch show` for its trials")
+
     def export_best_model(self, out_dir: str | Path) -> Path:
         """Unpack the best trial's saved model (an Optuna artifact) into ``out_dir``.
 
         The folder then loads with the trainer's own loader, e.g.
         ``AutoModelForSequenceClassification.from_pretrained(out_dir)``.
         """
+        return self.export_model(out_dir)
+
+    def export_model(self, out_dir: str | Path, *, trial: int | None = None) -> Path:
+        """Unpack the saved model of trial ``trial`` (default: the best) into ``out_dir``.
+
+        A trial keeps its model when it was the best so far as it finished,
+        so every earlier best can be exported, not only the final one.
+        ``out_dir`` is created only once the model is found.
+        """
         import tarfile
 
         from optuna.artifacts import FileSystemArtifactStore, download_artifact
 
-        best = self.best_trial
-        artifact_id = (best.user_attrs.get("artifacts") or {}).get("model.tar")
+        best = self.best_trial if trial is None else None
+        chosen = best if best is not None else self.trial(trial)  # type: ignore[arg-type]
+        artifact_id = (chosen.user_attrs.get("artifacts") or {}).get("model.tar")
         if artifact_id is None:
-            raise StorageError(
-                f"trial {best.number} of study {self.study_name!r} has no saved model; "
+            why = (
                 "its trainer did not save one (set trainer.save_model: true)"
+                if best is not None
+                else "a trial keeps its model only if it was the best so far when it finished "
+                "and its trainer saves one; export the best with --best"
             )
+            raise StorageError(f"trial {chosen.number} of study {self.study_name!r} has no saved model; {why}")
         root = self._artifact_root()
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
@@ -128,7 +148,10 @@ class StudyResult:
         return out
 
     def load_best_model(self) -> Any:
-        """The best trial's model, loaded by its trainer (text: ``(model, tokenizer)``)."""
+        """The best trial's model, loaded by its trainer (text: ``(model, tokenizer)``).
+
+        The model is unpacked into a temporary folder that is removed once loaded.
+        """
         from hpsearch.trainers import trainer_class
 
         kind = self.study.user_attrs.get("hpsearch.trainer", "")
@@ -136,9 +159,11 @@ class StudyResult:
         loader = getattr(cls, "load_model", None)
         if loader is None:
             raise StorageError(f"trainer {kind!r} has no model loader")
-        out = Path(tempfile.mkdtemp(prefix="hps-best-"))
-        self.export_best_model(out)
-        return loader(out)
+        with tempfile.TemporaryDirectory(prefix="hps-best-") as out:
+            # Loaders read everything into memory (torch.load, from_pretrained), so the
+            # folder can go; on Linux even a memory-mapped weights file stays readable.
+            self.export_best_model(out)
+            return loader(out)
 
     def _artifact_root(self) -> Path:
         if self.config is not None:

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 __all__ = ["mask_url", "mask_secrets", "check_storage", "open_storage", "sqlite_path"]
 
-_SUPPORTED = ("sqlite", "postgresql", "postgresql+psycopg", "postgresql+psycopg2", "mysql+pymysql")
+_SUPPORTED = ("sqlite", "postgresql", "postgresql+psycopg", "postgresql+psycopg2")
 # The password runs to the last '@' of the authority: an unencoded '@' in it must not leak its tail.
 _PASSWORD_RE = re.compile(
     r"(?P<head>[a-z][a-z0-9+.\-]*://[^:/@\s]*:)(?P<pw>[^@\s]*(?:@[^@\s/]*)*)(?P<at>@)", re.I
@@ -87,6 +87,14 @@ def check_storage(url: str, *, field: str = "storage", file: str = "<study>", mu
         StorageError: Unreachable server, missing folder, or (``must_exist``) no database.
     """
     scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    if scheme.split("+", 1)[0] in ("mysql", "mariadb"):
+        # Optuna's RDB works on MySQL, but our study lock (hpsearch._locks) has no MySQL
+        # version: several drivers on one study could then over-run it or repeat a grid point.
+        raise ConfigError(
+            f"{file}: {field}: MySQL is not supported ({mask_url(url)!r}): several drivers on one "
+            "study need a study lock, which hpsearch has for SQLite or PostgreSQL; use "
+            "sqlite:///path/to/file.db or postgresql+psycopg://user@host:port/db"
+        )
     if scheme not in _SUPPORTED:
         raise ConfigError(
             f"{file}: {field}: unsupported storage URL {mask_url(url)!r}; use "

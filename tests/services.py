@@ -2,13 +2,17 @@
 
 PostgreSQL comes from ``.ci/services.sh`` (``HPSEARCH_TEST_PG_URL``, ``_DATA``, ``_BIN``);
 without it, ``pg_server`` starts its own cluster when Debian's binaries are installed.
-Without either, Postgres tests skip, except under ``CI=true`` where they fail: CI must
-never pass by skipping them. Import the fixtures into a test module to use them.
+Without either, Postgres tests skip, except under CI (``CI`` set to 1, true or yes, any
+case; ``.ci/run`` sets ``CI=true``) where they fail: CI must never pass by skipping them.
+Every test that needs a service, a browser or an optional package calls :func:`missing`
+(or :func:`require_module`) instead of ``pytest.skip`` / ``importorskip``, so the same
+rule holds for all of them. Import the fixtures into a test module to use them.
 """
 
 from __future__ import annotations
 
 import glob
+import importlib
 import json
 import os
 import secrets
@@ -18,23 +22,45 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-IN_CI = os.environ.get("CI", "").lower() == "true"
+#: Values of ``CI`` that mean "running under CI" (compared case-insensitively): CI
+#: systems set ``CI=true`` (GitHub Actions, GitLab, .ci/run), some ``CI=1``.
+CI_TRUE = frozenset({"1", "true", "yes"})
 #: The role whose host connections need a password (see .ci/services.sh).
 SECRET_ROLE = "hps_secret"
 
 
+def in_ci(environ: Mapping[str, str] | None = None) -> bool:
+    """True when ``CI`` is 1, true or yes in any case; unset, empty, 0 or false are not CI."""
+    value = (os.environ if environ is None else environ).get("CI", "")
+    return value.strip().lower() in CI_TRUE
+
+
 def missing(what: str) -> None:
-    """Skip, or fail under CI=true, when a service the test needs is not there."""
-    if IN_CI:
-        pytest.fail(f"{what} (CI=true: source .ci/services.sh before pytest)", pytrace=False)
+    """Skip, or fail under CI, when a service or package the test needs is not there.
+
+    Reads ``CI`` at call time, so a test can check both branches with monkeypatch.
+    """
+    if in_ci():
+        pytest.fail(f"{what} (under CI this fails instead of skipping: run .ci/test, "
+                    "or source .ci/services.sh and install the test extras)", pytrace=False)
     pytest.skip(what)
+
+
+def require_module(name: str, install: str = "pip install -e '.[test]'") -> ModuleType:
+    """Import ``name``; if it is not installed, :func:`missing` (skip, or fail under CI)."""
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        missing(f"{name} is not installed: {install}")
+        raise  # not reached: missing() raises
 
 
 def free_port(low: int = 20000, high: int = 60000) -> int:
@@ -139,10 +165,7 @@ def pg_server():
         server = _start_own()
     if server is None:
         missing("no PostgreSQL: source .ci/services.sh (or install Debian's postgresql)")
-    try:
-        import psycopg  # noqa: F401
-    except ImportError:
-        missing("psycopg is not installed: pip install -e '.[postgres]'")
+    require_module("psycopg", "pip install -e '.[postgres]'")
     yield server
     if server.owned and server.data:
         subprocess.run(_as_owner([f"{server.bin}/pg_ctl", "-D", server.data, "-m", "immediate", "stop"]),

@@ -8,8 +8,10 @@ transform per image from a seeded ``torch.Generator`` and applies the whole
 batch with a single ``affine_grid`` / ``grid_sample`` call.
 
 Semantics follow Keras's ``ImageDataGenerator.random_transform`` and
-``apply_affine_transform`` (which call ``scipy.ndimage.affine_transform`` on
-one image at a time, bilinear):
+``apply_affine_transform`` as released in keras-preprocessing 1.1.2 (which
+Keras 2's ``keras.preprocessing.image`` wraps): they call
+``scipy.ndimage.affine_transform(mode=fill_mode, order=1, cval=cval)`` on one
+channel at a time.
 
 - rotation: angle uniform in [-rotation_range, rotation_range] degrees; with
   Keras's matrices a positive angle turns the content clockwise on screen
@@ -24,16 +26,30 @@ one image at a time, bilinear):
   columns; as in Keras a factor below 1 enlarges the content;
 - flips: each with probability 0.5 when enabled, applied after the affine part;
 - fill_mode: ``nearest`` (edge pixels repeated; grid_sample ``border``),
-  ``reflect`` (``dcba|abcd|dcba``; ``reflection``) and ``constant`` (``cval``
-  outside; sampled as ``(x - cval)`` with zeros padding, then ``+ cval``, so
-  a pixel half outside blends bilinearly with ``cval``, like scipy's
-  ``grid-constant``).
+  ``reflect`` (``dcba|abcd|dcba``; ``reflection``) and ``constant``: SciPy's
+  ``constant`` as Keras asks for it (not ``grid-constant``): a source point
+  beyond the outermost pixel centres gives ``cval``, any other interpolates
+  image pixels only (``border`` sampling, then a mask; see :func:`warp`).
+
+Where we differ from Keras, on purpose:
+
+- the centre: keras-preprocessing 1.1.2's ``transform_matrix_offset_center``
+  uses ``h / 2 + 0.5``, one pixel below / right of the image centre
+  ``(h - 1) / 2`` that we (and later Keras) use. Its output for a draw equals
+  ours for the same draw with the shift changed by ``R^-1 (A - I) (1, 1)``
+  pixels (``A`` the affine part); tests/image/test_augment.py checks exactly
+  that against Keras's code, copied verbatim, in all three fill modes;
+- the axes: Keras 3's ``keras/src/legacy/preprocessing/image.py`` (and
+  recent tf.keras, e.g. TensorFlow issue 82838 on TF 2.18) exchanges rows and
+  columns in the matrix (``M' = PMP``, from keras-preprocessing PR 318, after
+  1.1.2), so there ``height_shift_range`` moves images sideways (tf-keras
+  issue 310), rotations turn the other way and shear acts along the other
+  axis. We keep the documented meaning: ``height_shift_range`` moves rows.
 
 Images are float tensors ``(N, C, H, W)`` in the units ``cval`` is given in
 (the image trainer uses [0, 1]). Coordinates use the pixel-centre convention
 (``align_corners=False``), which makes flips, 90° turns of square images and
-whole-pixel shifts exact; for any draw the output equals Keras's per-image
-``scipy.ndimage.affine_transform`` path to float64 round-off (tested).
+whole-pixel shifts exact, in every fill mode.
 """
 
 from __future__ import annotations
@@ -69,11 +85,12 @@ class FillMode(str, Enum):
     REFLECT = "reflect"
 
 
-#: fill_mode -> grid_sample padding_mode.
+#: fill_mode -> grid_sample padding_mode. ``constant`` samples with ``border`` and
+#: then sets the points outside the image to cval (see :func:`warp`).
 _PADDING: dict[FillMode, str] = {
     FillMode.NEAREST: "border",
     FillMode.REFLECT: "reflection",
-    FillMode.CONSTANT: "zeros",
+    FillMode.CONSTANT: "border",
 }
 
 
@@ -225,18 +242,52 @@ def warp(
     fill_mode: FillMode | str = FillMode.NEAREST,
     cval: float = 0.0,
 ) -> torch.Tensor:
-    """Apply each image's affine transform (and flips) in one batched bilinear resample."""
+    """Apply each image's affine transform (and flips) in one batched bilinear resample.
+
+    ``constant`` follows ``scipy.ndimage.affine_transform(mode="constant",
+    order=1)``, the call Keras makes: an output pixel whose source point lies
+    outside the input's pixel centres (row outside ``[0, H - 1]`` or column
+    outside ``[0, W - 1]``) is ``cval``; every other pixel interpolates image
+    pixels only, never ``cval``. The edge test allows the grid's round-off
+    (:func:`_outside`), so whole-pixel shifts, flips and 90-degree turns keep
+    their edge pixels.
+    """
+    import torch
     import torch.nn.functional as F
 
     fill = FillMode(fill_mode)
     n, _, height, width = images.shape
-    theta = affine_matrices(params, height, width).to(images.device, dtype=images.dtype)
+    # The grid is at least float32: half-precision coordinates would blur the edge test.
+    exact = images.dtype if images.dtype in (torch.float32, torch.float64) else torch.float32
+    theta = affine_matrices(params, height, width).to(images.device, dtype=exact)
     grid = F.affine_grid(theta, [n, images.shape[1], height, width], align_corners=False)
-    source = images - cval if fill is FillMode.CONSTANT and cval else images
+    # constant: inside the pixel centres every bilinear neighbour with a non-zero weight is
+    # an image pixel, so "border" padding only ever meets zero weights; outside, _outside masks.
     out = F.grid_sample(
-        source, grid, mode="bilinear", padding_mode=_PADDING[fill], align_corners=False
+        images, grid.to(images.dtype), mode="bilinear", padding_mode=_PADDING[fill], align_corners=False
     )
-    return out + cval if fill is FillMode.CONSTANT and cval else out
+    if fill is FillMode.CONSTANT:
+        out = out.masked_fill(_outside(grid, height, width).unsqueeze(1), cval)
+    return out
+
+
+def _outside(grid: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """``(N, H, W)``: True where the source point lies outside the input's pixel centres.
+
+    ``grid`` is ``affine_grid``'s normalised (x, y) with ``align_corners=False``:
+    pixel column ``= ((x + 1) * W - 1) / 2``. SciPy's test is exact; ours allows
+    64 ulps of the grid's dtype per pixel of extent, so a source point that is on
+    the edge in exact arithmetic (a flip, a whole-pixel shift, a 90-degree turn)
+    counts as inside whatever the round-off. That band is 1.7e-3 pixel for a
+    224-pixel float32 image, and below 1e-11 pixel for float64 up to 1000 pixels;
+    only there can a pixel differ from SciPy's (its edge value instead of cval).
+    """
+    import torch
+
+    slack = 64 * torch.finfo(grid.dtype).eps * max(height, width)
+    col = ((grid[..., 0] + 1) * width - 1) / 2
+    row = ((grid[..., 1] + 1) * height - 1) / 2
+    return (col < -slack) | (col > width - 1 + slack) | (row < -slack) | (row > height - 1 + slack)
 
 
 class BatchAugmenter:

@@ -12,6 +12,7 @@ import abc
 import enum
 import math
 import os
+import shutil
 import socket
 import time
 import traceback
@@ -33,6 +34,8 @@ __all__ = [
 
 #: Lines of traceback kept with a failed trial.
 TRACEBACK_LINES = 12
+#: Files a trainer leaves under this folder of its artifact dir are the trial's saved model.
+MODEL_DIR = "model"
 
 
 class EventKind(enum.Enum):
@@ -49,6 +52,11 @@ class TrialJob:
     study_name: str
     objective: str
     work_dir: str | None = None
+    #: The study's best value when the job was sent and whether larger is better: a saved
+    #: model (files under ``model/``) that cannot beat it is dropped in the worker, not
+    #: shipped to the driver, since only the best trial's model is kept.
+    best_value: float | None = None
+    maximize: bool = True
 
 
 @dataclass
@@ -194,12 +202,22 @@ def execute_trial(job: TrialJob, channel: ReportChannel) -> TrialOutcome:
         outcome.failure = classify_exception(exc)
     outcome.user_attrs = dict(ctx.user_attrs)
     if ctx.has_artifacts:
+        if not _may_be_best(job, outcome):
+            shutil.rmtree(ctx.artifact_dir / MODEL_DIR, ignore_errors=True)
         outcome.artifacts = collect_artifacts(ctx.artifact_dir)
-        import shutil
-
         shutil.rmtree(ctx.artifact_dir, ignore_errors=True)
     outcome.placement["run_s"] = round(time.time() - started, 4)
     return outcome
+
+
+def _may_be_best(job: TrialJob, outcome: TrialOutcome) -> bool:
+    """Whether this outcome's saved model could be kept (it beats ``job.best_value``)."""
+    value = outcome.metrics.get(job.objective)
+    if outcome.failure is not None or outcome.pruned or value is None or value != value:
+        return False
+    if job.best_value is None:
+        return True
+    return value > job.best_value if job.maximize else value < job.best_value
 
 
 def _number(v: Any) -> float:

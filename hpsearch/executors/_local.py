@@ -47,6 +47,9 @@ class LocalExecutor(BaseExecutor):
         pass
 
     def free_slots(self, resources: TrialResources) -> int:
+        # A slot frees when poll() hands out its trial's FINISHED event, which the thread
+        # sends as it ends (a cancelled one too): the manager sees a trial's outcome
+        # (e.g. its failure budget used up) before it fills the slot again.
         return self.max_concurrent - len(self._running)
 
     def submit(self, job: TrialJob) -> None:
@@ -75,10 +78,11 @@ class LocalExecutor(BaseExecutor):
         self._channel.decide(number, step, stop)
 
     def cancel(self, number: int) -> None:
-        # Threads cannot be killed: ask the trial to stop at its next report.
+        # Threads cannot be killed: ask the trial to stop at its next report. Its
+        # thread keeps its slot until it ends and poll() reports it (see free_slots).
         self._channel.decide(number, float("inf"), True)
-        self._running.pop(number, None)
 
     def shutdown(self) -> None:
+        # Threads are daemons: one still running when the driver exits dies with it.
         for number in list(self._running):
             self.cancel(number)

@@ -138,12 +138,15 @@ def _warm_worker(trainer: Any) -> tuple[int, str | None]:
 def prepare_local_ray_env(temp_dir: str) -> None:
     """Environment for a private local Ray: loopback only, token auth, no ~/.ray files.
 
-    Must run before ``import ray``: Ray reads the loopback switch at import.
+    Token auth whatever ``RAY_AUTH_MODE`` said (``disabled`` would leave the private Ray
+    open to any local process), with ``RAY_AUTH_TOKEN`` if set, else a fresh one: without
+    a token in the environment Ray writes one to ``~/.ray/auth_token``.
+    Must run before ``import ray``: Ray reads the loopback switch, the auth mode and
+    the token at import.
     """
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    if "RAY_AUTH_MODE" not in os.environ:
-        os.environ["RAY_AUTH_MODE"] = "token"
-        os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(32))
+    os.environ["RAY_AUTH_MODE"] = "token"
+    os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(32))
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ["RAY_TMPDIR"] = temp_dir
 
@@ -200,7 +203,13 @@ class RayExecutor(BaseExecutor):
             # A cluster on this machine's 127.0.0.1: without this switch Ray rewrites
             # 127.0.0.1 to the eth0 address and then finds no local node there.
             os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-        import ray
+        try:
+            import ray
+        except ImportError as e:  # installed but broken: prepare() only looked it up
+            raise ConfigError(
+                f"executor: ray cannot be imported ({one_line(str(e))}); reinstall it "
+                "(pip install 'ray[default,train]') or run with --executor local"
+            ) from None
 
         if ray.is_initialized():
             self._started_ray = False

@@ -286,6 +286,16 @@ class BaseTrainer(abc.ABC):
                 f"{unknown[0]!r}; tunable parameters are: {', '.join(sorted(self.tunable))}"
             )
 
+    def metrics(self) -> frozenset[str] | None:
+        """The metric names a trial returns that ``objective.metric`` may name.
+
+        None (the default) means they are known only when a trial returns, as
+        for ``python``. A trainer that knows them from its settings says so,
+        and the study manager refuses any other ``objective.metric`` before
+        anything is written.
+        """
+        return None
+
     def prepare(self) -> None:
         """Driver-side work done once per study run before trials (e.g. caches)."""
 

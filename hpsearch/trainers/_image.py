@@ -359,6 +359,10 @@ class ImageClassificationTrainer(BaseTrainer):
 
     # ------------------------------------------------------------ BaseTrainer
 
+    def metrics(self) -> frozenset[str]:
+        """The validation metrics reported each epoch (``loss`` is ``val_loss``)."""
+        return frozenset(OBJECTIVES)
+
     def validate(self, param_names: set[str]) -> None:
         """Check searched names, the model spec (built once on the real shapes) and the data.
 

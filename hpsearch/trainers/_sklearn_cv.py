@@ -47,6 +47,11 @@ class SklearnCVTrainer(BaseTrainer):
         check_scoring(s.scoring)
         load_xy(s, self.study_dir)
 
+    def metrics(self) -> frozenset[str]:
+        """The keys :meth:`run` returns: the scorer, its spread over folds and the fit time."""
+        scoring = self.settings.scoring
+        return frozenset({scoring, f"{scoring}_std", "fit_time"})
+
     def warm(self) -> None:
         """Import scikit-learn's cross-validation and the estimator; read the data."""
         import sklearn.model_selection  # noqa: F401

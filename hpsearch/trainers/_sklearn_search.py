@@ -221,6 +221,11 @@ class SklearnSearchTrainer(BaseTrainer):
         rv = _LogIntUniform(p.low, p.high) if p.log else scipy.stats.randint(p.low, p.high + 1)
         return rv, IntDistribution(p.low, p.high, log=p.log)
 
+    def metrics(self) -> frozenset[str]:
+        """The scorers: each imported trial's value is the mean test score of one of them."""
+        scoring = self.settings.scoring
+        return frozenset([scoring] if isinstance(scoring, str) else scoring)
+
     def validate(self, param_names: set[str]) -> None:
         s = self.settings
         if param_names:

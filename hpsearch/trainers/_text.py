@@ -280,6 +280,10 @@ class TextClassificationTrainer(BaseTrainer):
         self._load_tokenizer()
         self._load_splits(s)
 
+    def metrics(self) -> frozenset[str]:
+        """The validation metrics reported each epoch (``loss`` is ``val_loss``)."""
+        return frozenset(OBJECTIVES)
+
     def validate(self, param_names: set[str]) -> None:
         """Check searched names, the tokenizer/config (no weights) and the data.
 

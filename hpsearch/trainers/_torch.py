@@ -75,10 +75,17 @@ class TorchTrainingSettings(BaseModel):
     report_every_steps: int | None = Field(
         None, ge=1, description="Evaluate and report every N optimizer steps; None: each epoch."
     )
+    verify_ranks: bool = Field(
+        False,
+        description="Data-parallel check: hash every rank's final weights (SHA-256, all weights copied "
+        "to the CPU) into the trial's `ranks` attribute. Costs a full copy of the model per trial.",
+    )
 
 
+#: Settings that are switches of the run, not hyperparameters: never searched.
+_NOT_TUNABLE = frozenset({"verify_ranks"})
 #: Names of the shared tunables (part of each torch trainer's ``tunable`` set).
-TORCH_TUNABLES: frozenset[str] = frozenset(TorchTrainingSettings.model_fields)
+TORCH_TUNABLES: frozenset[str] = frozenset(TorchTrainingSettings.model_fields) - _NOT_TUNABLE
 
 #: Study objective name -> key of the metric reported for it.
 OBJECTIVES: dict[str, str] = {
@@ -537,7 +544,7 @@ def train_loop(
     if every is not None and step % every != 0:
         checkpoint(step)
 
-    if dist_info.active:
+    if dist_info.active and settings.verify_ranks:  # off the hot path unless asked for
         import hashlib
 
         flat = torch.cat([p.detach().float().flatten().cpu() for p in model.parameters()])

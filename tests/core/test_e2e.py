@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import os
 import signal
 import sqlite3
@@ -192,6 +193,7 @@ def test_kill_9_then_resume(write_study, tmp_path):
         pytest.fail("the study never reached 2 complete + 1 running")
     os.killpg(proc.pid, signal.SIGKILL)  # the driver and its private Ray, as a crash would
     proc.wait(timeout=30)
+    killed_at = datetime.datetime.now()  # the clock Optuna stamps datetime_start with
     running = _count(db, "RUNNING")
     assert running == 1
     res = run_cli("run", path, "-q", cwd=tmp_path, env={"HPS_TEST_SLEEP": "0"})
@@ -204,5 +206,8 @@ def test_kill_9_then_resume(write_study, tmp_path):
     assert points == [(a, b) for a in range(3) for b in range(2)]  # none lost, none twice
     assert len(orphaned) == 1 and orphaned[0].state == TrialState.FAIL
     retried = [t for t in complete if t.params == orphaned[0].params]
-    assert len(retried) == 1 and retried[0].number > orphaned[0].number
+    assert len(retried) == 1
+    # The orphan's point is the first one the re-run started.
+    rerun = sorted((t for t in trials if t.datetime_start > killed_at), key=lambda t: (t.datetime_start, t.number))
+    assert rerun[0].params == orphaned[0].params and rerun[0].state == TrialState.COMPLETE
     assert not [t for t in trials if t.state == TrialState.RUNNING]

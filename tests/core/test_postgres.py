@@ -3,6 +3,7 @@ and the retry rules for a write whose acknowledgement was lost."""
 
 from __future__ import annotations
 
+import datetime
 import os
 import secrets
 import subprocess
@@ -14,10 +15,12 @@ import pytest
 import sqlalchemy.exc
 from optuna.trial import TrialState
 
+from hpsearch import _mirror
 from hpsearch._mirror import MirroredStorage, is_transient
 from hpsearch.storage import open_storage
 from tests.conftest import OBJECTIVES, run_cli
-from tests.services import SECRET_ROLE, PgServer, pg_db, pg_server  # noqa: F401 - fixtures
+from tests.gate import GATED, PATIENCE_S, Gate
+from tests.services import SECRET_ROLE, PgServer, pg_db, pg_server, require_module  # noqa: F401 - fixtures
 
 STUDY = """
 name: pg
@@ -116,45 +119,70 @@ def _count_complete(server: PgServer, db: str) -> dict[int, float]:
 
 @pytest.mark.postgres
 def test_postgres_restart_mid_study_loses_no_complete_trial(pg_server, secret_db, write_study, tmp_path):
+    # Trials block at a gate the test opens one ticket at a time (tests/gate.py), so the restart
+    # and the outage happen mid-study by construction, whatever the machine's load.
     db, password = secret_db
     url = f"postgresql+psycopg://{SECRET_ROLE}:{password}@127.0.0.1:{pg_server.port}/{db}"
-    path = write_study(STUDY.replace("N_TRIALS", "10").replace("STORAGE", "${HPS_URL}"), **{"obj.py": OBJECTIVES})
-    env = {**os.environ, "HPS_URL": url, "HPS_TEST_SLEEP": "0.6", "HPSEARCH_STORAGE_RETRY_S": "60"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "hpsearch", "run", str(path), "--executor", "local"],
-        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    try:
-        def wait_for(n: int) -> dict[int, float]:
-            deadline = time.monotonic() + 120
-            while time.monotonic() < deadline and proc.poll() is None:
-                done = _count_complete(pg_server, db)
-                if len(done) >= n:
-                    return done
-                time.sleep(0.1)
-            pytest.fail(f"never reached {n} COMPLETE trials: {proc.poll()=}")
+    gate = Gate(tmp_path / "gate")
+    study = STUDY.replace("N_TRIALS", "10").replace("STORAGE", "${HPS_URL}").replace("obj.py:slow_grid", "gate.py:gated")
+    path = write_study(study, **{"gate.py": GATED})
+    # The retry window is a safety net far beyond the outage, which ends as soon as the test saw it.
+    env = {**os.environ, **gate.env, "HPS_URL": url, "HPSEARCH_STORAGE_RETRY_S": "600"}
+    out_log, err_log = tmp_path / "run.out", tmp_path / "run.err"
 
-        before_restart = wait_for(2)
+    def complete() -> dict[int, float]:
+        return _count_complete(pg_server, db)
+
+    gate.release(2)
+    with open(out_log, "w") as out_fh, open(err_log, "w") as err_fh:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "hpsearch", "run", str(path), "--executor", "local"],
+            cwd=tmp_path, env=env, stdout=out_fh, stderr=err_fh, text=True,
+        )
+    try:
+        # 2 trials done, the next 2 (max_concurrent_trials: 2) blocked at the gate.
+        gate.wait("2 trials done and 2 at the gate",
+                  lambda: len(gate.waiting()) == 2 and len(complete()) == 2, proc)
+        before_restart = complete()
+        t_restart = datetime.datetime.now()
         pg_server.restart()  # pg_ctl restart: every connection is cut
-        before_outage = wait_for(len(before_restart) + 2)
-        # A longer outage, so trials surely finish while the database is down.
+        gate.release(2)  # the 2 blocked trials finish after the restart
+        gate.wait("4 trials done and 2 at the gate",
+                  lambda: len(gate.waiting()) == 2 and len(complete()) == 4, proc)
+        before_outage = complete()
+        in_outage = gate.waiting()
+        t_down = datetime.datetime.now()
+        seen = err_log.stat().st_size
         pg_server.stop()
-        time.sleep(4)
+        gate.release(2)  # the 2 blocked trials finish while the database is down ...
+        gate.wait("the trials running in the outage to return", lambda: in_outage <= gate.claimed(), proc)
+        # ... and the driver hits the outage (its retry warning) before the database comes back.
+        gate.wait("a lost-connection warning in the outage",
+                  lambda: "lost the database connection" in err_log.read_text()[seen:], proc)
+        t_up = datetime.datetime.now()
         pg_server.start()
-        out, err = proc.communicate(timeout=180)
+        gate.release(4)  # the last 4 trials run after the outage
+        proc.wait(timeout=PATIENCE_S)
     finally:
         if proc.poll() is None:
             proc.kill()
-            proc.communicate()
+            proc.wait()
+    out, err = out_log.read_text(), err_log.read_text()
     assert proc.returncode == 0, err[-3000:]
-    assert "lost the database connection" in err  # the retry path was taken ...
-    assert password not in out + err  # ... and its warnings are masked
+    assert password not in out + err  # the retry warnings are masked
     trials = _trials(url)
-    complete = {t.number: t.value for t in trials if t.state == TrialState.COMPLETE}
-    assert len(complete) == 10, [(t.number, t.state, t.user_attrs.get("fail_reason")) for t in trials]
-    for seen in (before_restart, before_outage):
-        assert all(complete.get(n) == v for n, v in seen.items())  # none lost, none changed
+    done = {t.number: t for t in trials if t.state == TrialState.COMPLETE}
+    assert len(done) == 10, [(t.number, t.state, t.user_attrs.get("fail_reason")) for t in trials]
     assert not [t for t in trials if t.state == TrialState.RUNNING]
+    for seen_values in (before_restart, before_outage):
+        assert all(done[n].value == v for n, v in seen_values.items())  # none lost, none changed
+    # The restart and the outage fell inside the study: 8 trials completed after the restart,
+    # the 2 trials running through the outage completed, and 4 trials completed after it.
+    after_restart = {n for n, t in done.items() if t.datetime_complete > t_restart}
+    assert after_restart == set(range(10)) - set(before_restart) and len(after_restart) == 8
+    assert len(in_outage) == 2 and all(done[n].datetime_complete > t_down for n in in_outage)
+    after_outage = set(range(10)) - set(before_outage) - in_outage
+    assert len(after_outage) == 4 and all(done[n].datetime_complete > t_up for n in after_outage)
 
 
 # ------------------------------------------------------- retry rules, no server needed
@@ -172,7 +200,7 @@ def _lost(message: str = "server closed the connection unexpectedly") -> Excepti
 
 
 def test_transient_errors_are_told_apart():
-    pytest.importorskip("psycopg")
+    require_module("psycopg", "pip install -e '.[postgres]'")  # skips; fails under CI
     import sqlite3
 
     assert is_transient(_lost())
@@ -181,6 +209,23 @@ def test_transient_errors_are_told_apart():
     locked = sqlalchemy.exc.OperationalError("INSERT", {}, sqlite3.OperationalError("database is locked"))
     assert not is_transient(locked)
     assert not is_transient(ValueError("boom"))
+
+
+class _VirtualClock:
+    """Stands in for the ``time`` module in hpsearch._mirror: ``sleep`` only moves ``monotonic``."""
+
+    def __init__(self) -> None:
+        self.now, self.sleeps = 0.0, []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+    def __getattr__(self, name: str):
+        return getattr(time, name)
 
 
 def _ack_lost_once(monkeypatch, obj, name: str) -> None:
@@ -199,7 +244,7 @@ def _ack_lost_once(monkeypatch, obj, name: str) -> None:
 
 
 def test_retried_writes_after_a_lost_acknowledgement(tmp_path, monkeypatch, caplog):
-    pytest.importorskip("psycopg")
+    require_module("psycopg", "pip install -e '.[postgres]'")  # skips; fails under CI
     storage = MirroredStorage(open_storage(f"sqlite:///{tmp_path / 'r.db'}"), retry_s=10,
                               trial_system_attrs={"hpsearch:driver": "me"})
     study = optuna.create_study(storage=storage, direction="minimize")
@@ -221,21 +266,27 @@ def test_retried_writes_after_a_lost_acknowledgement(tmp_path, monkeypatch, capl
     ghosts = storage.ghosts(sid, running=[real.number])
     assert [g.number for g in ghosts] == [real.number - 1]
     assert ghosts[0].system_attrs["hpsearch:driver"] == "me"
-    # A lost connection that never comes back: raised after retry_s.
+    # A lost connection that never comes back: retried with backoff until retry_s, then raised.
+    # The retry loop runs on a virtual clock, so this checks the schedule, not the machine's speed.
     storage.retry_s = 0.6
+    calls, clock = [], _VirtualClock()
 
     def down(*args, **kwargs):
+        calls.append(clock.now)
         raise _lost("connection failed: Connection refused")
 
     monkeypatch.setattr(storage._remote, "set_trial_user_attr", down)
-    t0 = time.monotonic()
+    monkeypatch.setattr(_mirror, "time", clock)
+    retries = storage.retries
     with pytest.raises(optuna.exceptions.StorageInternalError):
         storage.set_trial_user_attr(real._trial_id, "k", 2)
-    assert 0.5 < time.monotonic() - t0 < 5
+    # Backoff 0.25 s, then the 0.35 s left of retry_s; the third failure is raised.
+    assert clock.sleeps == pytest.approx([0.25, 0.35]) and calls == pytest.approx([0.0, 0.25, 0.6])
+    assert storage.retries == retries + 2
 
 
 def test_manager_fails_the_ghost_of_a_trial_created_twice(write_study, tmp_path, monkeypatch):
-    pytest.importorskip("psycopg")
+    require_module("psycopg", "pip install -e '.[postgres]'")  # skips; fails under CI
     import hpsearch
     from optuna.storages._cached_storage import _CachedStorage
 

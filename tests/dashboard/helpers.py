@@ -48,6 +48,18 @@ class Dashboard:
         studies = self.get_json("/api/studies")["study_summaries"]  # type: ignore[index]
         return next(s["study_id"] for s in studies if s["study_name"] == name)
 
+    def request(self, method: str, path: str, body: object = None, *, timeout: float = 30) -> tuple[int, bytes]:
+        """Send ``METHOD path`` (``body``: bytes as they are, else JSON); the status and body, errors too."""
+        data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
+        req = urllib.request.Request(self.url + path, data=data, method=method)
+        if data is not None and not isinstance(body, bytes):
+            req.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as r:
+                return r.status, r.read()
+        except urllib.request.HTTPError as e:  # 4xx/5xx: the answer is the result
+            return e.code, e.read()
+
 
 @contextmanager
 def dashboard(*args: str | os.PathLike[str], cwd: Path, wait_s: float = 90) -> Iterator[Dashboard]:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import optuna
@@ -16,6 +16,7 @@ from hpsearch._dashboard import open_readonly_storage
 from hpsearch.errors import StorageError
 from tests.conftest import run_cli
 from tests.dashboard.helpers import dashboard
+from tests.gate import GATED, PATIENCE_S, Gate
 from tests.services import pg_db, pg_server, pg_url  # noqa: F401 - fixtures
 
 SLEEPY = '''
@@ -37,43 +38,70 @@ trainer: {kind: python, function: "sleepy.py:f"}
 executor: local
 """
 
+GATED_TRIALS = 8
+GATED_STUDY = STUDY.replace("n_trials: 30", f"n_trials: {GATED_TRIALS}").replace("sleepy.py:f", "gate.py:gated")
+
 
 def test_dashboard_polled_while_a_sqlite_study_writes(write_study, tmp_path: Path) -> None:
-    path = write_study(STUDY, **{"sleepy.py": SLEEPY})
-    first = run_cli("run", path, "-q", "--n-trials", "1", cwd=tmp_path)  # the database and study exist
+    # Every trial blocks at a gate until the test lets it through (tests/gate.py), so the
+    # study cannot finish before the dashboard has seen each of its trials arrive.
+    gate = Gate(tmp_path / "gate")
+    path = write_study(GATED_STUDY, **{"gate.py": GATED})
+    gate.release(1)
+    first = run_cli("run", path, "-q", "--n-trials", "1", cwd=tmp_path, env=gate.env)  # database and study exist
     assert first.returncode == 0, first.stderr
-    run = subprocess.Popen(
-        [sys.executable, "-m", "hpsearch", "run", str(path), "-q"],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    polls, counts = 0, []
+    out_log, err_log = tmp_path / "run.out", tmp_path / "run.err"
+    with open(out_log, "w") as out_fh, open(err_log, "w") as err_fh:
+        run = subprocess.Popen(
+            [sys.executable, "-m", "hpsearch", "run", str(path), "-q"],
+            cwd=tmp_path, stdout=out_fh, stderr=err_fh, text=True, env={**os.environ, **gate.env},
+        )
+    polls, counts, running_seen = 0, [], []
     try:
         with dashboard(path, cwd=tmp_path) as dash:
             sid = dash.study_id("busy")
-            deadline = time.monotonic() + 240
-            while run.poll() is None and time.monotonic() < deadline and polls < 2000:
+
+            def look() -> list[dict]:
+                nonlocal polls
                 dash.get_json("/api/studies")
-                counts.append(len(dash.get_json(f"/api/studies/{sid}?after=0")["trials"]))  # type: ignore[index]
+                trials = dash.get_json(f"/api/studies/{sid}?after=0")["trials"]  # type: ignore[index]
                 polls += 1
+                counts.append(sum(t["state"] == "Complete" for t in trials))
+                return trials
+
+            for number in range(1, GATED_TRIALS):
+                gate.wait(f"trial {number} at the gate", lambda: number in gate.arrived(), run)
+                # Trial `number` is blocked: the study is running and has exactly `number` trials done.
+                gate.wait(f"the dashboard to show trial {number} running",
+                          lambda: any(t["number"] == number and t["state"] == "Running" for t in look()))
+                assert run.poll() is None and counts[-1] == number, (number, counts[-3:])
+                running_seen.append(number)
+                if number == GATED_TRIALS // 2:
+                    # The dashboard holds no lock: with the study idle at the gate, a writer gets the
+                    # write lock (the timeout is a safety net; a held lock would time out).
+                    con = sqlite3.connect(tmp_path / "hpsearch.db", timeout=30)
+                    con.execute("BEGIN IMMEDIATE")
+                    con.rollback()
+                    con.close()
+                gate.release(1)
+            run.wait(timeout=PATIENCE_S)
+            # The dashboard refreshes its view of the study on its own schedule: wait for it.
+            gate.wait("the dashboard to show every trial complete", lambda: look() and counts[-1] == GATED_TRIALS)
             assert dash.proc.poll() is None, dash.log.read_text()[-2000:]
-            # The dashboard holds no lock: a writer gets the write lock at once.
-            con = sqlite3.connect(tmp_path / "hpsearch.db", timeout=0.5)
-            con.execute("BEGIN IMMEDIATE")
-            con.rollback()
-            con.close()
-        out, err = run.communicate(timeout=240)
     finally:
         if run.poll() is None:
             run.kill()
             run.wait()
-    print(f"{polls} dashboard polls while the study ran; trial counts seen {counts[:1]}..{counts[-1:]}")
+    out, err = out_log.read_text(), err_log.read_text()
     assert run.returncode == 0, err[-3000:]
     assert "database is locked" not in err and "locked" not in out
-    assert polls >= 5, f"the dashboard was polled only {polls} times while the study ran"
-    assert counts == sorted(counts), "trial counts went backwards"
+    assert running_seen == list(range(1, GATED_TRIALS))  # each trial seen running, in order
+    assert counts == sorted(counts), f"trial counts went backwards: {counts}"
+    assert counts[-1] == GATED_TRIALS
+    assert polls >= GATED_TRIALS, polls
     study = optuna.load_study(study_name="busy", storage=f"sqlite:///{tmp_path / 'hpsearch.db'}")
     states = [t.state for t in study.trials]
-    assert len(states) == 30 and set(states) == {TrialState.COMPLETE}
+    assert len(states) == GATED_TRIALS and set(states) == {TrialState.COMPLETE}
 
 
 def test_readonly_storage_cannot_write_or_create(write_study, tmp_path: Path) -> None:

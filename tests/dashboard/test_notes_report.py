@@ -130,3 +130,83 @@ def test_report_default_output_and_errors(studies, tmp_path: Path) -> None:
     res = run_cli("report", tpe, cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     assert (tmp_path / "dashboards" / "digits-tpe.html").is_file()
+
+
+def _hung_database(tmp_path: Path) -> tuple[int, dict[str, float], list, object]:
+    """A TCP server on 127.0.0.1 that accepts connections and never answers (a hung database)."""
+    import socket
+    import threading
+    import time
+
+    from tests.services import free_port
+
+    port = free_port()
+    server = socket.create_server(("127.0.0.1", port))
+    events: dict[str, float] = {}
+    held: list[socket.socket] = []
+
+    def hang() -> None:
+        while True:
+            try:
+                con, _ = server.accept()
+            except OSError:
+                return
+            held.append(con)
+            events.setdefault("accepted", time.time())
+
+    threading.Thread(target=hang, daemon=True).start()
+    (tmp_path / "baseline.yaml").write_text(
+        f"name: far-away\nstorage: postgresql+psycopg://nobody@127.0.0.1:{port}/db\n"
+        "objective: {direction: minimize}\nsampler: {name: random, seed: 0}\nn_trials: 1\n"
+        "search_space: {x: {type: float, low: -1, high: 1}}\ntrainer: {kind: python, function: 'quad.py:f'}\n"
+    )
+    (tmp_path / "quad.py").write_text("def f(params):\n    return params['x'] ** 2\n")
+    study = tmp_path / "s.yaml"
+    study.write_text(
+        "name: near\nobjective: {direction: minimize}\nsampler: {name: random, seed: 0}\nn_trials: 5\n"
+        "compare_with: [baseline.yaml]\nsearch_space: {x: {type: float, low: -1, high: 1}}\n"
+        "trainer: {kind: python, function: 'quad.py:f'}\nexecutor: local\n"
+    )
+    return port, events, held, server
+
+
+def test_baselines_are_read_off_the_loop(tmp_path: Path) -> None:
+    """Reading a baseline on a hung database returns at once; the read goes on in its own thread."""
+    from types import SimpleNamespace
+
+    from hpsearch._notes import StudyNote
+
+    _, events, held, server = _hung_database(tmp_path)
+    cfg = load_config(tmp_path / "s.yaml")
+    manager = SimpleNamespace(config=cfg, prepared=SimpleNamespace(storage_url=cfg.resolved_storage()))
+    note = StudyNote(manager)  # type: ignore[arg-type]
+    try:
+        rows = note.baselines()
+        # Still hanging (the server never answers): the caller was not made to wait for it.
+        assert note._reader is not None and note._reader.is_alive()
+        assert rows == [{"study": "baseline", "error": "not read yet (its storage is slow or unreachable)"}]
+        assert note.baselines() == rows  # a second call neither waits nor starts a second read
+    finally:
+        for con in held:
+            con.close()
+        server.close()
+    note._reader.join(60)
+    assert not note._reader.is_alive() and "accepted" in events
+    assert note.baselines()[0]["study"] == "far-away" and "error" in note.baselines()[0]
+
+
+def test_a_study_with_a_hung_baseline_database_finishes(tmp_path: Path) -> None:
+    _, events, held, server = _hung_database(tmp_path)
+    try:
+        res = run_cli("run", tmp_path / "s.yaml", "-q", cwd=tmp_path, timeout=240)
+    finally:
+        for con in held:
+            con.close()
+        server.close()
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "accepted" in events, "the note never tried to read the baseline"
+    study = _study(tmp_path, "near")
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 5
+    note = optuna_dashboard.get_note(study)
+    assert note.startswith("## near: finished"), note[:200]
+    assert "not read yet" in note or "far-away" in note  # the baseline's row says what happened

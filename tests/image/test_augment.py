@@ -1,4 +1,8 @@
-"""Batched Keras-style augmentation: exact geometry, fill modes, Keras parity, seeding."""
+"""Batched Keras-style augmentation: exact geometry, fill modes, Keras parity, seeding.
+
+Keras parity is checked against keras-preprocessing 1.1.2's own code (copied verbatim
+below): its ``scipy.ndimage.affine_transform`` call, with ``mode=fill_mode``.
+"""
 
 from __future__ import annotations
 
@@ -117,52 +121,174 @@ def test_fill_modes_give_their_documented_border(mode: str, border) -> None:
     torch.testing.assert_close(out[..., -2:], border(x), atol=1e-12, rtol=0)
 
 
-def _keras_apply_affine_transform(
-    img: np.ndarray, theta, tx, ty, shear, zx, zy, mode: str, cval: float
-) -> np.ndarray:
-    """Keras 2's ``apply_affine_transform`` (channels first), verbatim in its maths."""
+# --- Keras, verbatim -------------------------------------------------------------------
+# keras-preprocessing 1.1.2 (its last release; Keras 2's `keras.preprocessing.image` wraps it,
+# e.g. keras-team/keras@00135a7 keras/preprocessing/image.py: `apply_affine_transform =
+# image.apply_affine_transform`), keras_preprocessing/image/affine_transformations.py:
+# lines 245-251 (transform_matrix_offset_center) and 283-336 (the body of
+# apply_affine_transform after its argument checks). One edit: SciPy 1.17 deprecates the
+# `ndimage.interpolation` alias, so `ndimage.affine_transform` (the same function) is called.
+def transform_matrix_offset_center(matrix, x, y):
+    o_x = float(x) / 2 + 0.5
+    o_y = float(y) / 2 + 0.5
+    offset_matrix = np.array([[1, 0, o_x], [0, 1, o_y], [0, 0, 1]])
+    reset_matrix = np.array([[1, 0, -o_x], [0, 1, -o_y], [0, 0, 1]])
+    transform_matrix = np.dot(np.dot(offset_matrix, matrix), reset_matrix)
+    return transform_matrix
+
+
+def apply_affine_transform(x, theta=0, tx=0, ty=0, shear=0, zx=1, zy=1,
+                           row_axis=0, col_axis=1, channel_axis=2,
+                           fill_mode='nearest', cval=0., order=1):
     from scipy import ndimage
 
-    th, sh = np.deg2rad(theta), np.deg2rad(shear)
-    rotation = np.array([[np.cos(th), -np.sin(th), 0], [np.sin(th), np.cos(th), 0], [0, 0, 1]])
-    shift = np.array([[1, 0, tx], [0, 1, ty], [0, 0, 1]])
-    shear_m = np.array([[1, -np.sin(sh), 0], [0, np.cos(sh), 0], [0, 0, 1]])
-    zoom = np.array([[zx, 0, 0], [0, zy, 0], [0, 0, 1]])
-    matrix = rotation @ shift @ shear_m @ zoom
-    h, w = img.shape[-2:]
-    o_x, o_y = h / 2 - 0.5, w / 2 - 0.5
-    offset = np.array([[1, 0, o_x], [0, 1, o_y], [0, 0, 1]])
-    reset = np.array([[1, 0, -o_x], [0, 1, -o_y], [0, 0, 1]])
-    matrix = offset @ matrix @ reset
-    return np.stack(
-        [
-            ndimage.affine_transform(c, matrix[:2, :2], matrix[:2, 2], order=1, mode=mode, cval=cval)
-            for c in img
-        ]
-    )
+    transform_matrix = None
+    if theta != 0:
+        theta = np.deg2rad(theta)
+        rotation_matrix = np.array([[np.cos(theta), -np.sin(theta), 0],
+                                    [np.sin(theta), np.cos(theta), 0],
+                                    [0, 0, 1]])
+        transform_matrix = rotation_matrix
+
+    if tx != 0 or ty != 0:
+        shift_matrix = np.array([[1, 0, tx],
+                                 [0, 1, ty],
+                                 [0, 0, 1]])
+        if transform_matrix is None:
+            transform_matrix = shift_matrix
+        else:
+            transform_matrix = np.dot(transform_matrix, shift_matrix)
+
+    if shear != 0:
+        shear = np.deg2rad(shear)
+        shear_matrix = np.array([[1, -np.sin(shear), 0],
+                                 [0, np.cos(shear), 0],
+                                 [0, 0, 1]])
+        if transform_matrix is None:
+            transform_matrix = shear_matrix
+        else:
+            transform_matrix = np.dot(transform_matrix, shear_matrix)
+
+    if zx != 1 or zy != 1:
+        zoom_matrix = np.array([[zx, 0, 0],
+                                [0, zy, 0],
+                                [0, 0, 1]])
+        if transform_matrix is None:
+            transform_matrix = zoom_matrix
+        else:
+            transform_matrix = np.dot(transform_matrix, zoom_matrix)
+
+    if transform_matrix is not None:
+        h, w = x.shape[row_axis], x.shape[col_axis]
+        transform_matrix = transform_matrix_offset_center(
+            transform_matrix, h, w)
+        x = np.rollaxis(x, channel_axis, 0)
+        final_affine_matrix = transform_matrix[:2, :2]
+        final_offset = transform_matrix[:2, 2]
+
+        channel_images = [ndimage.affine_transform(
+            x_channel,
+            final_affine_matrix,
+            final_offset,
+            order=order,
+            mode=fill_mode,
+            cval=cval) for x_channel in x]
+        x = np.stack(channel_images, axis=0)
+        x = np.rollaxis(x, 0, channel_axis + 1)
+    return x
 
 
-# scipy's "grid-constant" is the bilinear-with-cval border our constant mode documents.
-@pytest.mark.parametrize(("mode", "scipy_mode"), [("nearest", "nearest"), ("reflect", "reflect"), ("constant", "grid-constant")])
-def test_random_draws_match_keras_per_image_path(mode: str, scipy_mode: str) -> None:
+def _keras_image_data_generator(img: np.ndarray, p: dict, fill_mode: str, cval: float) -> np.ndarray:
+    """ImageDataGenerator(data_format="channels_first").apply_transform, its affine part and flips.
+
+    keras_preprocessing/image/image_data_generator.py 1.1.2: channels_first gives image axes
+    row 1, col 2, channel 0 (lines 307-310); apply_transform (lines 859-885) calls
+    apply_affine_transform with fill_mode, cval and interpolation_order (default 1), then
+    flips columns for flip_horizontal and rows for flip_vertical.
+    """
+    x = apply_affine_transform(img, p["theta"], p["tx"], p["ty"], p["shear"], p["zx"], p["zy"],
+                               row_axis=1, col_axis=2, channel_axis=0,
+                               fill_mode=fill_mode, cval=cval, order=1)
+    if p["flip_horizontal"]:
+        x = x[:, :, ::-1]
+    if p["flip_vertical"]:
+        x = x[:, ::-1, :]
+    return x
+# --- end of Keras ----------------------------------------------------------------------
+
+
+def _keras_params(params: TransformParams, i: int, *, true_centre: bool) -> dict:
+    """Image ``i``'s draw as Keras's transform_parameters.
+
+    Keras 1.1.2 turns about (h/2 + 0.5, w/2 + 0.5), one pixel below and right of the
+    image centre ((h - 1)/2, (w - 1)/2) that hpsearch (and later Keras) use. With
+    ``true_centre`` the draw's shift is changed so that Keras's transform is ours:
+    ``A (o - c - 1) + R t' + c + 1 = A (o - c) + R t`` gives ``t' = t + R^-1 (A - I) 1``.
+    """
+    p = {k: float(getattr(params, k)[i]) for k in ("theta", "tx", "ty", "shear", "zx", "zy")}
+    if true_centre:
+        th, sh = np.deg2rad(p["theta"]), np.deg2rad(p["shear"])
+        rotation = np.array([[np.cos(th), -np.sin(th)], [np.sin(th), np.cos(th)]])
+        a = rotation @ np.array([[1, -np.sin(sh)], [0, np.cos(sh)]]) @ np.diag([p["zx"], p["zy"]])
+        p["tx"], p["ty"] = np.array([p["tx"], p["ty"]]) + np.linalg.solve(rotation, (a - np.eye(2)) @ np.ones(2))
+    return {**p, "flip_horizontal": bool(params.flip_h[i]), "flip_vertical": bool(params.flip_v[i])}
+
+
+@pytest.mark.parametrize("mode", ["nearest", "reflect", "constant"])
+def test_random_draws_match_keras_scipy_call(mode: str) -> None:
+    # Keras calls scipy with mode=fill_mode: "constant" here is scipy's "constant", not "grid-constant".
     x = torch.rand(6, 2, 9, 13, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
     aug = Augmentation(
         rotation_range=40, width_shift_range=0.3, height_shift_range=0.3, shear_range=25,
         zoom_range=0.3, horizontal_flip=True, vertical_flip=True, fill_mode=mode, cval=0.4,
     )
     params = BatchAugmenter(aug, seed=5).sample(6, 9, 13)
+    assert params.flip_h.any() and params.flip_v.any() and not params.flip_h.all()
     ours = warp(x, params, fill_mode=mode, cval=0.4).numpy()
+    off_centre = []
     for i in range(6):
-        ref = _keras_apply_affine_transform(
-            x[i].numpy(), float(params.theta[i]), float(params.tx[i]), float(params.ty[i]),
-            float(params.shear[i]), float(params.zx[i]), float(params.zy[i]), scipy_mode, 0.4,
-        )
-        # Keras flips after the affine transform.
-        if params.flip_h[i]:
-            ref = ref[..., ::-1]
-        if params.flip_v[i]:
-            ref = ref[..., ::-1, :]
-        np.testing.assert_allclose(ours[i], ref, atol=1e-9)
+        keras = _keras_image_data_generator(x[i].numpy(), _keras_params(params, i, true_centre=True), mode, 0.4)
+        np.testing.assert_allclose(ours[i], keras, rtol=0, atol=1e-12)
+        raw = _keras_image_data_generator(x[i].numpy(), _keras_params(params, i, true_centre=False), mode, 0.4)
+        off_centre.append(np.abs(ours[i] - raw).max())
+    # The centre difference is real: the same draw fed to Keras unchanged gives other images.
+    assert min(off_centre) > 1e-3
+    if mode == "constant":
+        assert (ours == 0.4).any() and ((ours != 0.4) & (ours != x.numpy())).any()
+
+
+def test_constant_mode_is_scipy_constant_not_grid_constant() -> None:
+    # A half-pixel width shift: the last column samples half a pixel beyond the image.
+    x = torch.rand(1, 1, 4, 5, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+    out = warp(x, _params(1, ty=0.5), fill_mode="constant", cval=0.25)
+    # scipy mode="constant" (what Keras asks for): beyond the outermost pixel centre is cval ...
+    torch.testing.assert_close(out[..., -1], torch.full_like(out[..., -1], 0.25), atol=0, rtol=0)
+    # ... and inside it interpolates image pixels only.
+    torch.testing.assert_close(out[..., :-1], (x[..., :-1] + x[..., 1:]) / 2, atol=1e-12, rtol=0)
+    # scipy's "grid-constant" (the old behaviour) would blend the edge with cval instead.
+    from scipy import ndimage
+
+    grid_constant = ndimage.shift(x[0, 0].numpy(), (0, -0.5), order=1, mode="grid-constant", cval=0.25)
+    assert not np.allclose(grid_constant[:, -1], 0.25)
+    constant = ndimage.shift(x[0, 0].numpy(), (0, -0.5), order=1, mode="constant", cval=0.25)
+    np.testing.assert_allclose(out[0, 0].numpy(), constant, atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_constant_mode_keeps_edges_of_exact_moves(dtype: torch.dtype) -> None:
+    # Source points exactly on the edge count as inside whatever the grid's round-off.
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(7)).to(dtype)
+    cases = [
+        (_params(2, flip_h=True), torch.flip(x, [-1])),
+        (_params(2, flip_v=True), torch.flip(x, [-2])),
+        (_params(2, theta=90.0), torch.rot90(x, -1, (-2, -1))),
+        (_params(2, theta=-90.0), torch.rot90(x, 1, (-2, -1))),
+        (_params(2, theta=180.0), torch.rot90(x, 2, (-2, -1))),
+    ]
+    for params, expected in cases:
+        out = warp(x, params, fill_mode="constant", cval=-1.0)
+        assert not (out == -1.0).any()
+        torch.testing.assert_close(out, expected, atol=1e-5 if dtype == torch.float32 else 1e-12, rtol=0)
 
 
 def test_draws_follow_keras_distributions() -> None:

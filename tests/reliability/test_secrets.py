@@ -156,14 +156,23 @@ def test_failing_run_never_prints_the_password(case: str, tmp_path: Path) -> Non
 
 LEAKY = '''
 import os
+from urllib.parse import unquote, urlsplit
 
 def f(params, ctx):
+    # A trainer that echoes a URL with a password (its own data source, or the storage URL
+    # it was handed) everywhere the manager stores trainer data: none of it may be kept.
+    url = os.environ["HPS_TEST_URL"]
+    pw = urlsplit(url).password  # as written in the URL (percent-encoded)
     ctx.set_user_attr("note", "fine")
-    if ctx.trial_number % 2 == 0:
-        # A trainer whose error message quotes a URL with a password (its own data source,
-        # or the storage URL it was handed): the stored failure must not keep it.
-        raise RuntimeError("cannot reach " + os.environ["HPS_TEST_URL"])
-    return (params["x"] - 2) ** 2
+    ctx.set_user_attr("echo", {"url": url, "password": [pw, unquote(pw)], url: "as a key"})
+    ctx.set_user_attr("pw=" + unquote(pw), "a password in a key")
+    (ctx.artifact_dir / f"log-{pw}.txt").write_text("an artifact named after the password")
+    kind = ctx.trial_number % 3
+    if kind == 0:
+        raise RuntimeError("cannot reach " + url + " as " + unquote(pw))
+    if kind == 1:
+        return {"value": (params["x"] - 2) ** 2, "rows from " + url: 3}
+    return {"value": "no number but " + url}  # a string metric: a failure that quotes it
 '''
 
 
@@ -177,7 +186,13 @@ def _sqlite_text(db: Path) -> str:
         con.close()
 
 
-def _leaky_study(tmp_path: Path, storage: str, n_trials: int = 2) -> Path:
+def _assert_echoes_recorded(dump: str) -> None:
+    """What LEAKY echoed reached the database: in attributes, metrics, failures, artifacts."""
+    for shown in ("cannot reach", "'echo'", "pw=***", "rows from", "no number but", "log-***.txt"):
+        assert shown in dump, shown
+
+
+def _leaky_study(tmp_path: Path, storage: str, n_trials: int = 3) -> Path:
     (tmp_path / "leaky.py").write_text(LEAKY)
     path = tmp_path / "leaky.yaml"
     path.write_text(textwrap.dedent(f"""\
@@ -206,8 +221,10 @@ def test_sqlite_run_stores_no_password_from_a_trial_error(tmp_path: Path) -> Non
     assert shown.returncode == 0, shown.stderr[-3000:]
     dump = _sqlite_text(tmp_path / "study.db")
     assert "RuntimeError" in dump and "cannot reach" in dump  # the failures are recorded ...
+    _assert_echoes_recorded(dump)  # ... and what the trainer echoed ...
     assert not _secrets_in(dump, PW), "password stored in the database"  # ... masked
     assert "hps:***@db.example" in dump
+    assert not [p for p in tmp_path.rglob("*") if _secrets_in(p.name, PW)]  # no file named after it
     for out in (res, shown):
         assert not _secrets_in(out.stdout + out.stderr, PW)
 
@@ -254,7 +271,7 @@ def test_postgres_run_stores_and_shows_no_password(pg_server: PgServer, secret_p
     assert {"study_user_attributes", "study_system_attributes", "trial_user_attributes",
             "trial_system_attributes"} <= set(tables)
     dump = "\n".join(f"{t}: {pg_server.execute(f'SELECT * FROM {t}', db=db)}" for t in tables)
-    assert "cannot reach" in dump
+    _assert_echoes_recorded(dump)
     assert not _secrets_in(dump, password), "password stored in the database"
     config = json.loads(pg_server.execute(
         "SELECT value_json FROM study_user_attributes WHERE key = 'hpsearch.config'", db=db)[0][0])

@@ -79,6 +79,7 @@ def test_text_study_stores_curve_confusion_and_exportable_model(tmp_path):
 
 def test_ddp_text_trial_two_gloo_ranks(tmp_path):
     path = _write(tmp_path, name="ddp", cpus=0.9, workers=2, examples=256, epochs=2)
+    path.write_text(path.read_text().replace("save_model: true", "save_model: true\n  verify_ranks: true"))
     res = run_cli("run", path, cwd=tmp_path, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     (trial,) = _study(tmp_path, "ddp").trials
