@@ -139,7 +139,7 @@ def step_overhead(device: torch.device, repeats: int, epochs: int) -> dict[str, 
         _ImageDataset,
         build_model,
     )
-    from hpsearch.trainers._torch import train_loop
+    from hpsearch.trainers.torch._loop import train_loop
 
     settings = ImageClassificationSettings(epochs=epochs, batch_size=64, sample_grid=0, save_model=False)
     trainer = ImageClassificationTrainer(settings, study_dir=HERE, objective="accuracy")

@@ -127,7 +127,7 @@ def main() -> None:
         print(f"(p4) 4 studies at once on one PostgreSQL, {n} trials each ...", file=sys.stderr, flush=True)
         url4 = fresh_pg_db(args.pg_url)
         # Create the schema first: 4 drivers creating it at once collide (STACK_NOTES).
-        from hpsearch.storage import open_storage
+        from hpsearch.storage._urls import open_storage
 
         open_storage(url4).engine.dispose()
         procs = [launch(url4, f"study{i}", n, args.executor) for i in range(4)]

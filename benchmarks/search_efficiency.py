@@ -56,7 +56,7 @@ SPACES = {
         "estimator_params": {"max_iter": 15, "max_bins": 32, "early_stopping": False, "random_state": 0},
         "cv": 3,
         # Numeric hyperparameters as numeric ranges with a step: the grid is exactly
-        # the points these ranges enumerate (hpsearch.space.grid_values).
+        # the points these ranges enumerate (hpsearch.search._space.grid_values).
         "space": {
             "learning_rate": {"type": "float", "low": 0.1, "high": 0.4, "step": 0.1},
             "max_leaf_nodes": {"type": "int", "low": 8, "high": 32, "step": 8},
@@ -71,8 +71,8 @@ def grid_of(space: dict) -> dict[str, list]:
     """The GridSearchCV ``param_grid`` holding exactly the points of a search space."""
     from pydantic import TypeAdapter
 
-    from hpsearch.config import ParamSpec
-    from hpsearch.space import grid_values
+    from hpsearch.config._study import ParamSpec
+    from hpsearch.search._space import grid_values
 
     adapter = TypeAdapter(ParamSpec)
     grid = {}

@@ -24,7 +24,7 @@ from hpsearch.errors import (
 
 if TYPE_CHECKING:
     from hpsearch.config import StudyConfig
-    from hpsearch.results import StudyResult
+    from hpsearch.views._results import StudyResult
 
 __all__ = [
     "__version__",
@@ -68,7 +68,7 @@ def run_study(
         StudyFailedError: ``max_failures`` trials failed.
     """
     from hpsearch.config import StudyConfig, load_config
-    from hpsearch.manager import StudyManager
+    from hpsearch.study._manager import StudyManager
 
     if n_trials is not None and more is not None:
         # As the CLI refuses --n-trials with --more: one is a total, the other an increment.
@@ -94,7 +94,7 @@ def run_study(
 
 def load_result(study: "str | StudyConfig", *, storage: str | None = None) -> StudyResult:
     """The stored result of a study file, without running anything."""
-    from hpsearch.results import load_result as _load
+    from hpsearch.views._results import load_result as _load
 
     return _load(study, storage=storage)
 
@@ -103,9 +103,9 @@ def compare(studies: "list[Any] | None" = None, *, storage: str | None = None) -
     """One pandas DataFrame row per study: best value and CV spread, counts, compute, time to best.
 
     ``studies`` are study files (or, with ``storage``, names); no studies and a
-    ``storage`` URL compare every study in it. Reads only. See :mod:`hpsearch._compare` for the columns.
+    ``storage`` URL compare every study in it. Reads only. See :mod:`hpsearch.views._compare` for the columns.
     """
-    from hpsearch._compare import compare as _compare
+    from hpsearch.views._compare import compare as _compare
 
     return _compare(studies, storage=storage)
 
@@ -113,7 +113,7 @@ def compare(studies: "list[Any] | None" = None, *, storage: str | None = None) -
 def __getattr__(name: str) -> Any:
     # Lazy, so that `hpsearch --help` does not import pydantic, optuna or pandas.
     if name == "StudyResult":
-        from hpsearch.results import StudyResult
+        from hpsearch.views._results import StudyResult
 
         return StudyResult
     if name in ("StudyConfig", "load_config"):

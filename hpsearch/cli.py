@@ -64,7 +64,7 @@ def run(
     def go() -> None:
         from hpsearch.config import load_config
         from hpsearch.errors import ConfigError
-        from hpsearch.manager import StudyManager
+        from hpsearch.study._manager import StudyManager
 
         if n_trials is not None and more is not None:
             raise ConfigError("--n-trials and --more: give one of them, not both")
@@ -106,7 +106,7 @@ def show(
         from rich.console import Console
         from rich.table import Table
 
-        from hpsearch.results import load_result
+        from hpsearch.views._results import load_result
 
         result = load_result(study, storage=storage)
         frame = result.trials_dataframe(best_first=True)
@@ -140,7 +140,7 @@ def best(
     """The best trial's params and value."""
 
     def go() -> None:
-        from hpsearch.results import load_result
+        from hpsearch.views._results import load_result
 
         result = load_result(study, storage=storage)
         t = result.best_trial
@@ -176,7 +176,7 @@ def compare(
     """One table across studies: best value and spread, trial counts, compute, time to best."""
 
     def go() -> None:
-        from hpsearch._compare import FORMATS, compare_rows, render
+        from hpsearch.views._compare import FORMATS, compare_rows, render
         from hpsearch.errors import ConfigError
 
         if fmt not in FORMATS:
@@ -201,7 +201,7 @@ def export(
 
     def go() -> None:
         from hpsearch.errors import ConfigError
-        from hpsearch.results import load_result
+        from hpsearch.views._results import load_result
 
         if best_ and trial is not None:
             raise ConfigError("--best and --trial: give one of them, not both")
@@ -224,7 +224,7 @@ def dashboard(
     """Serve optuna-dashboard, read-only, on the study's storage with its artifacts (Ctrl-C stops it)."""
 
     def go() -> None:
-        from hpsearch._dashboard import host_warning, require_extra, resolve, serve
+        from hpsearch.views._dashboard import host_warning, require_extra, resolve, serve
 
         warning = host_warning(host)
         if warning:
@@ -245,7 +245,7 @@ def report(
     """Write a self-contained HTML report: history, importances, intermediate values, parallel coordinates, compare table."""
 
     def go() -> None:
-        from hpsearch._report import write_report
+        from hpsearch.views._report import write_report
 
         path = write_report(list(studies), output=output, storage=storage, title=title)
         typer.echo(str(path))

@@ -191,7 +191,7 @@ def pg_url(pg_server: PgServer, pg_db: str) -> str:
 @pytest.fixture(scope="module")
 def pg_module_db(pg_server: PgServer):
     """One database per test module, with Optuna's schema; see ``pg_empty_url``."""
-    from hpsearch.storage import open_storage
+    from hpsearch.storage._urls import open_storage
 
     name = f"hps_{secrets.token_hex(6)}"
     pg_server.execute(f"CREATE DATABASE {name}")

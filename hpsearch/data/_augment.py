@@ -293,7 +293,7 @@ def _outside(grid: torch.Tensor, height: int, width: int) -> torch.Tensor:
 class BatchAugmenter:
     """Augments training batches on their device; draws come from a seeded generator.
 
-    Use as ``train_transform`` of :func:`hpsearch.trainers._torch.train_loop`:
+    Use as ``train_transform`` of :func:`hpsearch.trainers.torch._loop.train_loop`:
     called with a batch dict (``pixel_values`` ``(N, C, H, W)``, ``labels``)
     already on the training device, it returns the augmented batch. With
     mixup the labels become soft ``(N, num_classes)`` probabilities, which

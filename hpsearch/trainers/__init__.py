@@ -35,8 +35,8 @@ __all__ = [
 #: kind -> "module:Class", imported only when a study uses that kind.
 TRAINERS: dict[str, str] = {
     "python": "hpsearch.trainers._python:PythonTrainer",
-    "sklearn_cv": "hpsearch.trainers._sklearn_cv:SklearnCVTrainer",
-    "sklearn_search": "hpsearch.trainers._sklearn_search:SklearnSearchTrainer",
+    "sklearn_cv": "hpsearch.trainers.sklearn._cv:SklearnCVTrainer",
+    "sklearn_search": "hpsearch.trainers.sklearn._search:SklearnSearchTrainer",
     "text_classification": "hpsearch.trainers._text:TextClassificationTrainer",
     "image_classification": "hpsearch.trainers._image:ImageClassificationTrainer",
 }

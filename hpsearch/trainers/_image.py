@@ -2,7 +2,7 @@
 
 ``validate`` (driver) checks the model spec, the data and the searched names;
 ``run`` (worker) loads and splits the images, builds the model and trains it
-with the shared torch loop (:mod:`hpsearch.trainers._torch`), augmenting each
+with the shared torch loop (:mod:`hpsearch.trainers.torch._loop`), augmenting each
 training batch on the training device (:mod:`hpsearch.data._augment`) through
 the loop's ``train_transform`` hook, so validation and test batches are never
 augmented.
@@ -32,7 +32,7 @@ from hpsearch.data._augment import (
 )
 from hpsearch.errors import ConfigError, TrainerError
 from hpsearch.trainers._base import BaseTrainer, TrainerSettings, TrialContext
-from hpsearch.trainers._torch import (
+from hpsearch.trainers.torch._loop import (
     OBJECTIVES,
     TORCH_TUNABLES,
     TorchTrainingSettings,
@@ -298,7 +298,7 @@ class ImageClassificationTrainer(BaseTrainer):
         import torch  # noqa: F401
 
         import hpsearch.data._augment  # noqa: F401
-        import hpsearch.trainers._torch  # noqa: F401
+        import hpsearch.trainers.torch._loop  # noqa: F401
 
     def hyperparameters(self, params: dict[str, Any]) -> ImageClassificationSettings:
         """The settings with a trial's ``params`` applied (preset first, explicit knobs win)."""

@@ -3,7 +3,7 @@
 ``validate`` (driver) checks the tokenizer/config and the data cheaply,
 ``prepare`` (driver, once per run) tokenises every split into the on-disk
 cache, and ``run`` (worker) reads that cache, builds the model, and trains it
-with the shared torch loop (:mod:`hpsearch.trainers._torch`).
+with the shared torch loop (:mod:`hpsearch.trainers.torch._loop`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pydantic import ConfigDict, Field, ValidationError
 
 from hpsearch.errors import ConfigError, TrainerError, one_line
 from hpsearch.trainers._base import BaseTrainer, TrainerSettings, TrialContext
-from hpsearch.trainers._torch import (
+from hpsearch.trainers.torch._loop import (
     OBJECTIVES,
     TORCH_TUNABLES,
     TorchTrainingSettings,
@@ -268,7 +268,7 @@ class TextClassificationTrainer(BaseTrainer):
         from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING
 
         import hpsearch.data._text  # noqa: F401
-        import hpsearch.trainers._torch  # noqa: F401
+        import hpsearch.trainers.torch._loop  # noqa: F401
 
         s = self.settings
         if s.model_overrides is not None:

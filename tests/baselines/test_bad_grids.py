@@ -124,9 +124,9 @@ def test_bad_grid_exit_2_one_line_nothing_stored(case, write_study, tmp_path):
 
 @pytest.mark.parametrize("case", sorted(set(CASES) - set(CLI_CASES)))
 def test_bad_settings_config_error_before_storage(case, write_study, tmp_path):
-    from hpsearch.config import load_config
+    from hpsearch.config._study import load_config
     from hpsearch.errors import ConfigError
-    from hpsearch.manager import prepare
+    from hpsearch.study._manager import prepare
 
     text, expected = CASES[case]
     path = write_study(text)
@@ -146,9 +146,9 @@ def test_sklearn_cv_bad_pipeline_param(write_study, tmp_path):
         "estimator: sklearn.tree.DecisionTreeClassifier",
         "estimator: [{name: clf, estimator: sklearn.tree.DecisionTreeClassifier, params: {max_dept: 3}}]",
     )
-    from hpsearch.config import load_config
+    from hpsearch.config._study import load_config
     from hpsearch.errors import ConfigError
-    from hpsearch.manager import prepare
+    from hpsearch.study._manager import prepare
 
     path = write_study(text + "search_space:\n  clf__max_depth: [3, 5]\n")
     with pytest.raises(ConfigError, match=r"trainer.estimator\[0\].params.max_dept: DecisionTreeClassifier has no parameter 'max_dept'"):

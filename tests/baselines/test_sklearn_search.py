@@ -320,7 +320,7 @@ def test_objective_must_be_a_scorer(tmp_path):
 
 
 def test_log_int_range_and_param_values():
-    from hpsearch.trainers._sklearn_search import _LogIntUniform, optuna_value
+    from hpsearch.trainers.sklearn._search import _LogIntUniform, optuna_value
 
     rng = np.random.RandomState(0)
     draws = [_LogIntUniform(1, 1000).rvs(random_state=rng) for _ in range(2000)]

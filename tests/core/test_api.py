@@ -13,7 +13,7 @@ import pytest
 from optuna.trial import TrialState
 
 import hpsearch
-from hpsearch.manager import DRIVER_ATTR
+from hpsearch.study._manager import DRIVER_ATTR
 from tests.conftest import OBJECTIVES, WORKER_KILL
 
 STUDY = """

@@ -20,7 +20,7 @@ import pytest
 from optuna.trial import TrialState
 
 import hpsearch
-from hpsearch.config import load_config
+from hpsearch.config._study import load_config
 from tests.conftest import OBJECTIVES, REPO, run_cli
 
 PYTHON_STUDY = """
@@ -115,7 +115,7 @@ def test_builtin_trainer_metric_typo_is_a_config_error(text, returns, write_stud
 
 
 def test_every_builtin_trainer_declares_its_metrics(tmp_path):
-    from hpsearch.manager import build_trainer
+    from hpsearch.study._manager import build_trainer
     from hpsearch.trainers import TRAINERS
 
     bodies = {
@@ -300,7 +300,7 @@ def _blocked_flock_waiters(ino: int) -> int:
 
 def test_a_waiter_on_a_removed_lock_file_locks_the_new_one(tmp_path):
     """A driver queued on the lock file while its holder removes it must not lock the removed file."""
-    from hpsearch._locks import StudyLock
+    from hpsearch.storage._locks import StudyLock
 
     url = f"sqlite:///{tmp_path / 'hpsearch.db'}"
     a = StudyLock(url, "s", "driver-a")
@@ -347,7 +347,7 @@ def test_a_waiter_on_a_removed_lock_file_locks_the_new_one(tmp_path):
 
 def test_bad_retry_variable_does_not_break_import_and_is_one_line(write_study, tmp_path):
     env = {**os.environ, "HPSEARCH_STORAGE_RETRY_S": "soon"}
-    imp = subprocess.run([sys.executable, "-c", "import hpsearch, hpsearch._mirror"], cwd=REPO, env=env, check=False,
+    imp = subprocess.run([sys.executable, "-c", "import hpsearch, hpsearch.storage._mirror"], cwd=REPO, env=env, check=False,
                          capture_output=True, text=True, timeout=120)
     assert imp.returncode == 0, imp.stderr[-2000:]
     path = write_study(PYTHON_STUDY, **{"obj.py": OBJECTIVES})
@@ -360,7 +360,7 @@ def test_bad_retry_variable_does_not_break_import_and_is_one_line(write_study, t
 
 
 def test_retry_variable_is_read_when_a_storage_is_made(monkeypatch):
-    from hpsearch._mirror import storage_retry_s
+    from hpsearch.storage._mirror import storage_retry_s
 
     monkeypatch.setenv("HPSEARCH_STORAGE_RETRY_S", "2.5")
     assert storage_retry_s() == 2.5

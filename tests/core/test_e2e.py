@@ -38,7 +38,7 @@ def test_quickstart_stores_n_trials_and_optuna_reads_them(tmp_path):
     assert best.user_attrs["metrics"]["accuracy"] == best.value
     assert best.user_attrs["placement"]["host"] and best.user_attrs["placement"]["device"] == "cpu"
     assert best.user_attrs["placement"]["node_id"]
-    assert "trainer:\n  kind: sklearn_cv" in study.user_attrs["hpsearch.config"]
+    assert "trainer:\n  kind: sklearn_cv" in study.user_attrs["hpsearch.config._study"]
     assert study.user_attrs["hpsearch.version"]
     # The optuna CLI reads the same storage unchanged.
     out = subprocess.run(

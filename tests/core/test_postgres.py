@@ -15,9 +15,9 @@ import pytest
 import sqlalchemy.exc
 from optuna.trial import TrialState
 
-from hpsearch import _mirror
-from hpsearch._mirror import MirroredStorage, is_transient
-from hpsearch.storage import open_storage
+from hpsearch.storage import _mirror
+from hpsearch.storage._mirror import MirroredStorage, is_transient
+from hpsearch.storage._urls import open_storage
 from tests.conftest import OBJECTIVES, run_cli
 from tests.gate import GATED, PATIENCE_S, Gate
 from tests.services import SECRET_ROLE, PgServer, pg_db, pg_server, require_module  # noqa: F401 - fixtures
@@ -212,7 +212,7 @@ def test_transient_errors_are_told_apart():
 
 
 class _VirtualClock:
-    """Stands in for the ``time`` module in hpsearch._mirror: ``sleep`` only moves ``monotonic``."""
+    """Stands in for the ``time`` module in hpsearch.storage._mirror: ``sleep`` only moves ``monotonic``."""
 
     def __init__(self) -> None:
         self.now, self.sleeps = 0.0, []

@@ -11,7 +11,7 @@ import pytest
 from hpsearch.executors import EventKind, TrialJob
 from hpsearch.executors._ray import RayExecutor, prepare_local_ray_env
 from hpsearch.trainers import TrialResources
-from hpsearch.trainers._sklearn_cv import SklearnCVSettings, SklearnCVTrainer
+from hpsearch.trainers.sklearn._cv import SklearnCVSettings, SklearnCVTrainer
 
 pytestmark = pytest.mark.ray
 

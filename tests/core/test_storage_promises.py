@@ -60,7 +60,7 @@ def test_a_driver_on_another_host_is_presumed_dead_after_2_minutes_without_heart
     from optuna.distributions import FloatDistribution
     from optuna.trial import TrialState, create_trial
 
-    from hpsearch.manager import (
+    from hpsearch.study._manager import (
         DRIVER_ATTR,
         HEARTBEAT_EVERY_S,
         HEARTBEAT_PREFIX,

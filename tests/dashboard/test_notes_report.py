@@ -11,8 +11,8 @@ import optuna_dashboard
 import pytest
 
 import hpsearch
-from hpsearch._report import FIGURES
-from hpsearch.config import load_config
+from hpsearch.views._report import FIGURES
+from hpsearch.config._study import load_config
 from hpsearch.errors import ConfigError
 from tests.conftest import REPO, run_cli
 
@@ -174,7 +174,7 @@ def test_baselines_are_read_off_the_loop(tmp_path: Path) -> None:
     """Reading a baseline on a hung database returns at once; the read goes on in its own thread."""
     from types import SimpleNamespace
 
-    from hpsearch._notes import StudyNote
+    from hpsearch.views._notes import StudyNote
 
     _, events, held, server = _hung_database(tmp_path)
     cfg = load_config(tmp_path / "s.yaml")

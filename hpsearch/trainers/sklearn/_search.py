@@ -39,7 +39,7 @@ from pydantic import Field, ValidationError
 
 from hpsearch.errors import ConfigError, TrainerError, one_line
 from hpsearch.trainers._base import RECORDS_ATTR, BaseTrainer, TrialContext, TrialRecord
-from hpsearch.trainers._sklearn_common import (
+from hpsearch.trainers.sklearn._common import (
     SklearnSettings,
     check_params,
     check_scoring,

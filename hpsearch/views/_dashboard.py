@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from hpsearch.errors import ConfigError, HpsearchError, StorageError, one_line
-from hpsearch.storage import (
+from hpsearch.storage._urls import (
     check_storage,
     mask_secrets,
     mask_url,
@@ -117,12 +117,12 @@ def open_readonly_storage(url: str) -> optuna.storages.RDBStorage:
     """Optuna's RDBStorage on ``url`` through connections that cannot write.
 
     Tables are never created; SQLite connections are read-only (see
-    :class:`hpsearch._compare._ReadOnlySQLite`), PostgreSQL sessions run with
+    :class:`hpsearch.views._compare._ReadOnlySQLite`), PostgreSQL sessions run with
     ``default_transaction_read_only``. Any write raises.
     """
     import optuna
 
-    from hpsearch._compare import _ReadOnlySQLite
+    from hpsearch.views._compare import _ReadOnlySQLite
 
     path = sqlite_path(url)
     engine_kwargs: dict[str, Any]

@@ -71,7 +71,7 @@ class ObjectiveConfig(_Model):
 
 
 class SamplerConfig(_Model):
-    """An Optuna sampler by name (see ``hpsearch.algorithms.SAMPLERS``)."""
+    """An Optuna sampler by name (see ``hpsearch.search._algorithms.SAMPLERS``)."""
 
     name: str = "tpe"
     seed: Int | None = 0
@@ -79,7 +79,7 @@ class SamplerConfig(_Model):
 
 
 class PrunerConfig(_Model):
-    """An Optuna pruner by name (see ``hpsearch.algorithms.PRUNERS``)."""
+    """An Optuna pruner by name (see ``hpsearch.search._algorithms.PRUNERS``)."""
 
     name: str = "none"
     options: dict[str, Any] = Field(default_factory=dict)

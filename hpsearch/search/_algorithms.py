@@ -38,7 +38,7 @@ class SamplerFactory:
 
 
 def _grid(cfg: StudyConfig, **options: Any) -> optuna.samplers.BaseSampler:
-    from hpsearch.space import grid_points
+    from hpsearch.search._space import grid_points
 
     return _grid_sampler_class()(grid_points(cfg), seed=cfg.sampler.seed, **options)
 

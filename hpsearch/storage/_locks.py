@@ -31,7 +31,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from hpsearch.storage import sqlite_path
+from hpsearch.storage._urls import sqlite_path
 
 __all__ = ["StudyLock"]
 

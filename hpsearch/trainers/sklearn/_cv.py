@@ -3,8 +3,8 @@
 Each fold's running mean score is reported, so a pruner can stop a bad
 configuration after its first folds. Cross-validation itself is scikit-learn's.
 The estimator may be a Pipeline (search-space names are then ``step__param``)
-and the data a built-in text set; see :mod:`hpsearch.trainers._sklearn_common`.
-Folds come from :func:`~hpsearch.trainers._sklearn_common.make_cv`, the same as
+and the data a built-in text set; see :mod:`hpsearch.trainers.sklearn._common`.
+Folds come from :func:`~hpsearch.trainers.sklearn._common.make_cv`, the same as
 the ``sklearn_search`` trainer's, so both score a candidate identically.
 """
 
@@ -14,7 +14,7 @@ from typing import Any
 
 from hpsearch.errors import one_line
 from hpsearch.trainers._base import BaseTrainer, TrialContext, TrialPruned
-from hpsearch.trainers._sklearn_common import (
+from hpsearch.trainers.sklearn._common import (
     SklearnSettings,
     check_params,
     check_scoring,

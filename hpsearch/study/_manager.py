@@ -28,18 +28,18 @@ import yaml
 from pydantic import ValidationError
 
 from hpsearch._version import __version__
-from hpsearch.algorithms import RETRY_ATTR
-from hpsearch.config import StudyConfig, _format_validation
+from hpsearch.search import RETRY_ATTR
+from hpsearch.config._study import StudyConfig, _format_validation
 from hpsearch.errors import ConfigError, HpsearchError, StudyFailedError, one_line
-from hpsearch.progress import Progress, ProgressStats
-from hpsearch.storage import check_storage, mask_secrets, mask_url, open_storage, url_password
+from hpsearch.study._progress import Progress, ProgressStats
+from hpsearch.storage._urls import check_storage, mask_secrets, mask_url, open_storage, url_password
 from hpsearch.trainers import TRAINERS, BaseTrainer, TrialResources, trainer_class
 
 if TYPE_CHECKING:
     import optuna
 
     from hpsearch.executors import BaseExecutor, TrialEvent
-    from hpsearch.results import StudyResult
+    from hpsearch.views._results import StudyResult
 
 __all__ = ["StudyManager", "Interrupted", "Prepared", "prepare", "resolved_config_yaml"]
 
@@ -94,8 +94,8 @@ def build_trainer(cfg: StudyConfig) -> BaseTrainer:
 
 def prepare(cfg: StudyConfig, *, check_trainer: bool = True) -> Prepared:
     """Validate the whole study (sampler, pruner, trainer, storage) without writing."""
-    from hpsearch.algorithms import make_pruner, make_sampler
-    from hpsearch.space import to_distributions
+    from hpsearch.search import make_pruner, make_sampler
+    from hpsearch.search import to_distributions
 
     file = cfg.file
     if cfg.n_trials is None and cfg.timeout is None and cfg.sampler.name != "grid":
@@ -290,7 +290,7 @@ class StudyManager:
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
 
-        from hpsearch._mirror import MirroredStorage, storage_retry_s
+        from hpsearch.storage._mirror import MirroredStorage, storage_retry_s
 
         p = self.prepared
         retry_s = storage_retry_s()  # a bad $HPSEARCH_STORAGE_RETRY_S is refused before the database is opened
@@ -338,7 +338,7 @@ class StudyManager:
             )
         updates = {
             "hpsearch.search_space": space,
-            "hpsearch.config": resolved_config_yaml(self.config),
+            "hpsearch.config._study": resolved_config_yaml(self.config),
             "hpsearch.version": __version__,
             "hpsearch.trainer": self.config.trainer.kind,
             "hpsearch.objective": self.config.objective.metric,
@@ -385,7 +385,7 @@ class StudyManager:
     # ------------------------------------------------------------ the loop
 
     def run(self) -> StudyResult:
-        from hpsearch._locks import StudyLock
+        from hpsearch.storage._locks import StudyLock
 
         study = self._open_study()
         self.study = study
@@ -425,7 +425,7 @@ class StudyManager:
         return self._finish(orphans)
 
     def _finish(self, orphans: int) -> StudyResult:
-        from hpsearch.results import StudyResult
+        from hpsearch.views._results import StudyResult
 
         result = StudyResult(self.config.name, self.prepared.storage_url, config=self.config)
         result.__dict__["study"] = self.study  # reuse the open study: no second engine on the file
@@ -489,7 +489,7 @@ class StudyManager:
         s.running = len(self._running)
         s.failed = self._failures
         self._progress.update(s)
-        from hpsearch._notes import on_progress
+        from hpsearch.views._notes import on_progress
 
         on_progress(self, study)  # the dashboard note: rate-limited, never raises
 
@@ -645,7 +645,7 @@ class StudyManager:
         """FAIL this driver's RUNNING trials that no task runs.
 
         A trial created twice because the database's acknowledgement was lost
-        (see hpsearch._mirror) leaves a "ghost". Checked after a retried
+        (see hpsearch.storage._mirror) leaves a "ghost". Checked after a retried
         write, every HEARTBEAT_EVERY_S and before the loop ends.
         """
         from optuna.trial import TrialState

@@ -32,7 +32,7 @@ from hpsearch.errors import one_line
 if TYPE_CHECKING:
     import optuna
 
-    from hpsearch.manager import StudyManager
+    from hpsearch.study._manager import StudyManager
 
 __all__ = ["FIGURE_ID", "NOTE_EVERY_S", "StudyNote", "on_progress", "render_note", "best_over_time_figure"]
 
@@ -48,7 +48,7 @@ _NOTES: weakref.WeakKeyDictionary[Any, StudyNote] = weakref.WeakKeyDictionary()
 
 
 def on_progress(manager: StudyManager, study: optuna.Study) -> None:
-    """Hook for :class:`~hpsearch.manager.StudyManager`: update the note if it is due. Never raises."""
+    """Hook for :class:`~hpsearch.study._manager.StudyManager`: update the note if it is due. Never raises."""
     try:
         note = _NOTES.get(manager)
         if note is None:
@@ -278,7 +278,7 @@ class StudyNote:
 
     def _read_baselines(self) -> None:
         """Read every ``compare_with`` study's row (runs in the reader thread)."""
-        from hpsearch._compare import compare_rows
+        from hpsearch.views._compare import compare_rows
         from hpsearch.errors import HpsearchError
 
         cfg = self.manager.config
@@ -307,7 +307,7 @@ class StudyNote:
     def write(self, study: optuna.Study, *, final: bool) -> None:
         import optuna_dashboard
 
-        from hpsearch.manager import resolved_config_yaml
+        from hpsearch.study._manager import resolved_config_yaml
 
         m = self.manager
         cfg = m.config

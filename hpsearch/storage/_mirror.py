@@ -61,7 +61,7 @@ from optuna.trial import FrozenTrial, TrialState
 __all__ = ["MirroredStorage", "is_transient", "storage_retry_s", "RETRY_ENV", "RETRY_S"]
 
 _T = TypeVar("_T")
-_log = logging.getLogger("hpsearch.storage")
+_log = logging.getLogger("hpsearch.storage._urls")
 #: Default bound, in seconds, on retrying one storage call after a lost connection.
 RETRY_S = 60.0
 #: Environment variable overriding RETRY_S; read when a storage is made, not at import.
@@ -283,13 +283,13 @@ class MirroredStorage(BaseStorage):
                 delay = min(delay * 2, 8.0)
 
     def _masked_url(self) -> str:
-        from hpsearch.storage import mask_url
+        from hpsearch.storage._urls import mask_url
 
         return mask_url(str(self.backend.url))
 
     def _masked_error(self, e: BaseException) -> str:
         from hpsearch.errors import one_line
-        from hpsearch.storage import mask_secrets, url_password
+        from hpsearch.storage._urls import mask_secrets, url_password
 
         cause = e.__cause__ if e.__cause__ is not None else e
         orig = getattr(cause, "orig", cause)

@@ -53,7 +53,7 @@ COLUMNS = [
 ]
 FORMATS = ("table", "csv", "json", "markdown")
 _FINISHED = ("COMPLETE", "PRUNED", "FAIL")
-_STUDY_KEYS = ("hpsearch.trainer", "hpsearch.objective", "hpsearch.config", "sklearn.strategy")
+_STUDY_KEYS = ("hpsearch.trainer", "hpsearch.objective", "hpsearch.config._study", "sklearn.strategy")
 
 
 def _tables() -> dict[str, Any]:
@@ -258,7 +258,7 @@ def _summarise(
     name: str, sid: int, directions: list[str], attrs: dict[str, Any],
     trials: list[tuple[int, int, str, Any, Any]], values: dict[int, tuple[float, str]], url: str,
 ) -> dict[str, Any]:
-    sampler, gpus, workers = _config_facts(attrs.get("hpsearch.config"))
+    sampler, gpus, workers = _config_facts(attrs.get("hpsearch.config._study"))
     counts = {"COMPLETE": 0, "PRUNED": 0, "FAIL": 0}
     running = 0
     maximize = bool(directions) and directions[0] == "maximize"

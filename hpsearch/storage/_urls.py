@@ -88,7 +88,7 @@ def check_storage(url: str, *, field: str = "storage", file: str = "<study>", mu
     """
     scheme = url.split("://", 1)[0].lower() if "://" in url else ""
     if scheme.split("+", 1)[0] in ("mysql", "mariadb"):
-        # Optuna's RDB works on MySQL, but our study lock (hpsearch._locks) has no MySQL
+        # Optuna's RDB works on MySQL, but our study lock (hpsearch.storage._locks) has no MySQL
         # version: several drivers on one study could then over-run it or repeat a grid point.
         raise ConfigError(
             f"{file}: {field}: MySQL is not supported ({mask_url(url)!r}): several drivers on one "

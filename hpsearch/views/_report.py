@@ -1,7 +1,7 @@
 """``hpsearch report``: one self-contained HTML file per set of studies.
 
 The page holds a header (the studies, their best values), the compare table
-(:func:`hpsearch._compare.compare_rows`), a cross-study best-so-far figure and,
+(:func:`hpsearch.views._compare.compare_rows`), a cross-study best-so-far figure and,
 per study, Optuna's optimisation history, parameter importances, intermediate
 values and parallel coordinates. plotly.js is embedded once in ``<head>``, so
 the file opens offline, mails as one attachment and needs no server. Reads only.
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hpsearch._notes import _duration, _fmt
+from hpsearch.views._notes import _duration, _fmt
 from hpsearch.errors import ConfigError, one_line
 
 if TYPE_CHECKING:
@@ -307,9 +307,9 @@ def write_report(
         StorageError: A study that was never run.
         HpsearchError: plotly is not installed.
     """
-    from hpsearch._compare import compare_rows
-    from hpsearch._dashboard import require_extra
-    from hpsearch.results import load_result
+    from hpsearch.views._compare import compare_rows
+    from hpsearch.views._dashboard import require_extra
+    from hpsearch.views._results import load_result
 
     if not studies:
         raise ConfigError("report: give one or more study files")
