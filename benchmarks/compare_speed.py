@@ -47,7 +47,7 @@ def build(path: Path, n: int) -> tuple[str, Path]:
     study = optuna.create_study(study_name="big", storage=url, direction="maximize")
     study.set_user_attr("hpsearch.trainer", "sklearn_cv")
     study.set_user_attr("hpsearch.objective", "accuracy")
-    study.set_user_attr("hpsearch.config._study", "sampler: {name: tpe}\nresources: {cpus: 1, gpus: 0}\n")
+    study.set_user_attr("hpsearch.config", "sampler: {name: tpe}\nresources: {cpus: 1, gpus: 0}\n")
     sid = study._study_id
     dists = {
         "lr": (FloatDistribution(1e-5, 1e-1, log=True), lambda r: 10 ** r.uniform(-5, -1)),

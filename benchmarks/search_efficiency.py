@@ -71,7 +71,7 @@ def grid_of(space: dict) -> dict[str, list]:
     """The GridSearchCV ``param_grid`` holding exactly the points of a search space."""
     from pydantic import TypeAdapter
 
-    from hpsearch.config._study import ParamSpec
+    from hpsearch.config import ParamSpec
     from hpsearch.search._space import grid_values
 
     adapter = TypeAdapter(ParamSpec)

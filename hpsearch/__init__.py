@@ -11,6 +11,7 @@ Public API::
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hpsearch._version import __version__
@@ -24,7 +25,7 @@ from hpsearch.errors import (
 
 if TYPE_CHECKING:
     from hpsearch.config import StudyConfig
-    from hpsearch.views._results import StudyResult
+    from hpsearch.views import StudyResult
 
 __all__ = [
     "__version__",
@@ -67,13 +68,11 @@ def run_study(
         StorageError: Unusable storage (nothing is written).
         StudyFailedError: ``max_failures`` trials failed.
     """
-    from hpsearch.config import StudyConfig, load_config
-    from hpsearch.study._manager import StudyManager
+    from hpsearch.study import StudyManager
 
     if n_trials is not None and more is not None:
         # As the CLI refuses --n-trials with --more: one is a total, the other an increment.
         raise ConfigError("n_trials and more: give one of them, not both")
-
     overrides: dict[str, Any] = {
         "n_trials": n_trials,
         "storage": storage,
@@ -83,29 +82,34 @@ def run_study(
         "executor": executor,
         "timeout": timeout,
     }
-    if isinstance(study, StudyConfig):
-        if any(v is not None for v in overrides.values()):
-            raise ConfigError("run_study: pass overrides with a study path, or use StudyConfig.model_copy(update=...)")
-        cfg = study
-    else:
-        cfg = load_config(study, overrides)
-    return StudyManager(cfg, more=more, progress=progress).run()
+    return StudyManager(_study_config(study, overrides), more=more, progress=progress).run()
 
 
-def load_result(study: "str | StudyConfig", *, storage: str | None = None) -> StudyResult:
+def _study_config(study: str | StudyConfig, overrides: dict[str, Any]) -> StudyConfig:
+    """The study file loaded with ``overrides``; a StudyConfig as given (it takes no overrides)."""
+    from hpsearch.config import StudyConfig, load_config
+
+    if not isinstance(study, StudyConfig):
+        return load_config(study, overrides)
+    if any(v is not None for v in overrides.values()):
+        raise ConfigError("run_study: pass overrides with a study path, or use StudyConfig.model_copy(update=...)")
+    return study
+
+
+def load_result(study: str | Path | StudyConfig, *, storage: str | None = None) -> StudyResult:
     """The stored result of a study file, without running anything."""
-    from hpsearch.views._results import load_result as _load
+    from hpsearch.views import load_result as _load
 
     return _load(study, storage=storage)
 
 
-def compare(studies: "list[Any] | None" = None, *, storage: str | None = None) -> Any:
+def compare(studies: list[Any] | None = None, *, storage: str | None = None) -> Any:
     """One pandas DataFrame row per study: best value and CV spread, counts, compute, time to best.
 
     ``studies`` are study files (or, with ``storage``, names); no studies and a
-    ``storage`` URL compare every study in it. Reads only. See :mod:`hpsearch.views._compare` for the columns.
+    ``storage`` URL compare every study in it. Reads only. See :func:`hpsearch.views.compare` for the columns.
     """
-    from hpsearch.views._compare import compare as _compare
+    from hpsearch.views import compare as _compare
 
     return _compare(studies, storage=storage)
 
@@ -113,7 +117,7 @@ def compare(studies: "list[Any] | None" = None, *, storage: str | None = None) -
 def __getattr__(name: str) -> Any:
     # Lazy, so that `hpsearch --help` does not import pydantic, optuna or pandas.
     if name == "StudyResult":
-        from hpsearch.views._results import StudyResult
+        from hpsearch.views import StudyResult
 
         return StudyResult
     if name in ("StudyConfig", "load_config"):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -24,7 +24,7 @@ app = typer.Typer(
 
 StudyArg = Annotated[Path, typer.Argument(help="Study YAML file.", show_default=False)]
 StorageOpt = Annotated[
-    Optional[str],
+    str | None,
     typer.Option("--storage", envvar="HPSEARCH_STORAGE", help="Storage URL (overrides the study's)."),
 ]
 
@@ -49,49 +49,57 @@ def _guard(fn: Any, *args: Any, **kwargs: Any) -> Any:
 @app.command()
 def run(
     study: StudyArg,
-    n_trials: Annotated[Optional[int], typer.Option("--n-trials", "-n", min=1, help="Total trials the study should hold.")] = None,
-    more: Annotated[Optional[int], typer.Option("--more", min=1, help="Run N trials beyond those finished.")] = None,
+    n_trials: Annotated[
+        int | None, typer.Option("--n-trials", "-n", min=1, help="Total trials the study should hold.")
+    ] = None,
+    more: Annotated[int | None, typer.Option("--more", min=1, help="Run N trials beyond those finished.")] = None,
     storage: StorageOpt = None,
-    seed: Annotated[Optional[int], typer.Option("--seed", help="Sampler seed.")] = None,
-    max_concurrent: Annotated[Optional[int], typer.Option("--max-concurrent", min=1, help="At most N trials at once.")] = None,
-    ray_address: Annotated[Optional[str], typer.Option("--ray-address", envvar="RAY_ADDRESS", help="Join this Ray cluster.")] = None,
-    executor: Annotated[Optional[str], typer.Option("--executor", help="ray (default) or local (in-process).")] = None,
-    timeout: Annotated[Optional[float], typer.Option("--timeout", min=0.001, help="Stop asking for trials after N seconds.")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Sampler seed.")] = None,
+    max_concurrent: Annotated[
+        int | None, typer.Option("--max-concurrent", min=1, help="At most N trials at once.")
+    ] = None,
+    ray_address: Annotated[
+        str | None, typer.Option("--ray-address", envvar="RAY_ADDRESS", help="Join this Ray cluster.")
+    ] = None,
+    executor: Annotated[str | None, typer.Option("--executor", help="ray (default) or local (in-process).")] = None,
+    timeout: Annotated[
+        float | None, typer.Option("--timeout", min=0.001, help="Stop asking for trials after N seconds.")
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display or summary.")] = False,
 ) -> None:
     """Run (or resume) a study until it holds n_trials finished trials."""
+    overrides = {
+        "n_trials": n_trials,
+        "storage": storage,
+        "sampler.seed": seed,
+        "max_concurrent_trials": max_concurrent,
+        "ray.address": ray_address,
+        "executor": executor,
+        "timeout": timeout,
+    }
+    _guard(_run, study, overrides, more=more, quiet=quiet)
 
-    def go() -> None:
-        from hpsearch.config import load_config
-        from hpsearch.errors import ConfigError
-        from hpsearch.study._manager import StudyManager
 
-        if n_trials is not None and more is not None:
-            raise ConfigError("--n-trials and --more: give one of them, not both")
-        if executor is not None and executor not in ("ray", "local"):
-            raise ConfigError(f"--executor: expected ray or local, got {executor!r}")
-        cfg = load_config(
-            study,
-            {
-                "n_trials": n_trials,
-                "storage": storage,
-                "sampler.seed": seed,
-                "max_concurrent_trials": max_concurrent,
-                "ray.address": ray_address,
-                "executor": executor,
-                "timeout": timeout,
-            },
-        )
-        result = StudyManager(cfg, more=more, progress=None if not quiet else False).run()
-        if not quiet:
-            counts = result.counts()
-            line = ", ".join(f"{k.lower()} {v}" for k, v in sorted(counts.items()))
-            best = ""
-            if counts.get("COMPLETE"):
-                best = f"; best {cfg.objective.metric} {result.best_value:.6g} with {json.dumps(result.best_params)}"
-            typer.echo(f"{cfg.name}: {line}{best}")
+def _run(study: Path, overrides: dict[str, Any], *, more: int | None, quiet: bool) -> None:
+    """``hpsearch run``: check the flags, run the study, print one summary line unless quiet."""
+    from hpsearch.config import load_config
+    from hpsearch.errors import ConfigError
+    from hpsearch.study import StudyManager
 
-    _guard(go)
+    if overrides["n_trials"] is not None and more is not None:
+        raise ConfigError("--n-trials and --more: give one of them, not both")
+    executor = overrides["executor"]
+    if executor is not None and executor not in ("ray", "local"):
+        raise ConfigError(f"--executor: expected ray or local, got {executor!r}")
+    cfg = load_config(study, overrides)
+    result = StudyManager(cfg, more=more, progress=None if not quiet else False).run()
+    if not quiet:
+        counts = result.counts()
+        line = ", ".join(f"{k.lower()} {v}" for k, v in sorted(counts.items()))
+        best = ""
+        if counts.get("COMPLETE"):
+            best = f"; best {cfg.objective.metric} {result.best_value:.6g} with {json.dumps(result.best_params)}"
+        typer.echo(f"{cfg.name}: {line}{best}")
 
 
 @app.command()
@@ -106,7 +114,7 @@ def show(
         from rich.console import Console
         from rich.table import Table
 
-        from hpsearch.views._results import load_result
+        from hpsearch.views import load_result
 
         result = load_result(study, storage=storage)
         frame = result.trials_dataframe(best_first=True)
@@ -140,7 +148,7 @@ def best(
     """The best trial's params and value."""
 
     def go() -> None:
-        from hpsearch.views._results import load_result
+        from hpsearch.views import load_result
 
         result = load_result(study, storage=storage)
         t = result.best_trial
@@ -166,18 +174,25 @@ def best(
 
 @app.command()
 def compare(
-    studies: Annotated[Optional[list[Path]], typer.Argument(help="Study YAML files (or, with --storage, study names).", show_default=False)] = None,
+    studies: Annotated[
+        list[Path] | None,
+        typer.Argument(help="Study YAML files (or, with --storage, study names).", show_default=False),
+    ] = None,
     storage: Annotated[
-        Optional[str],
-        typer.Option("--storage", envvar="HPSEARCH_STORAGE", help="Storage URL: overrides the files' own; alone, compares every study in it."),
+        str | None,
+        typer.Option(
+            "--storage",
+            envvar="HPSEARCH_STORAGE",
+            help="Storage URL: overrides the files' own; alone, compares every study in it.",
+        ),
     ] = None,
     fmt: Annotated[str, typer.Option("--format", "-f", help="table, csv, json or markdown.")] = "table",
 ) -> None:
     """One table across studies: best value and spread, trial counts, compute, time to best."""
 
     def go() -> None:
-        from hpsearch.views._compare import FORMATS, compare_rows, render
         from hpsearch.errors import ConfigError
+        from hpsearch.views import FORMATS, compare_rows, render
 
         if fmt not in FORMATS:
             raise ConfigError(f"--format: expected one of {', '.join(FORMATS)}, got {fmt!r}")
@@ -192,8 +207,10 @@ def export(
     out: Annotated[Path, typer.Argument(help="Folder to write the model into.")],
     best_: Annotated[bool, typer.Option("--best", help="Export the best trial's model (the default).")] = False,
     trial: Annotated[
-        Optional[int],
-        typer.Option("--trial", min=0, help="Export trial N's model instead (kept by each trial that was the best so far)."),
+        int | None,
+        typer.Option(
+            "--trial", min=0, help="Export trial N's model instead (kept by each trial that was the best so far)."
+        ),
     ] = None,
     storage: StorageOpt = None,
 ) -> None:
@@ -201,7 +218,7 @@ def export(
 
     def go() -> None:
         from hpsearch.errors import ConfigError
-        from hpsearch.views._results import load_result
+        from hpsearch.views import load_result
 
         if best_ and trial is not None:
             raise ConfigError("--best and --trial: give one of them, not both")
@@ -216,15 +233,22 @@ def export(
 
 @app.command()
 def dashboard(
-    study: Annotated[Optional[Path], typer.Argument(help="Study YAML file (its storage and artifacts).", show_default=False)] = None,
+    study: Annotated[
+        Path | None, typer.Argument(help="Study YAML file (its storage and artifacts).", show_default=False)
+    ] = None,
     storage: StorageOpt = None,
-    host: Annotated[str, typer.Option("--host", help="Address to listen on; anything but 127.0.0.1/localhost is reachable from the network.")] = "127.0.0.1",
+    host: Annotated[
+        str,
+        typer.Option(
+            "--host", help="Address to listen on; anything but 127.0.0.1/localhost is reachable from the network."
+        ),
+    ] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", min=1, max=65535, help="Port to listen on.")] = 8080,
 ) -> None:
     """Serve optuna-dashboard, read-only, on the study's storage with its artifacts (Ctrl-C stops it)."""
 
     def go() -> None:
-        from hpsearch.views._dashboard import host_warning, require_extra, resolve, serve
+        from hpsearch.views import host_warning, require_extra, resolve, serve
 
         warning = host_warning(host)
         if warning:
@@ -238,14 +262,20 @@ def dashboard(
 @app.command()
 def report(
     studies: Annotated[list[Path], typer.Argument(help="Study YAML files.", show_default=False)],
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="HTML file (or folder) to write; default dashboards/<study>.html.")] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="HTML file (or folder) to write; default dashboards/<study>.html."),
+    ] = None,
     storage: StorageOpt = None,
-    title: Annotated[Optional[str], typer.Option("--title", help="Page title.")] = None,
+    title: Annotated[str | None, typer.Option("--title", help="Page title.")] = None,
 ) -> None:
-    """Write a self-contained HTML report: history, importances, intermediate values, parallel coordinates, compare table."""
+    """Write a self-contained HTML report.
+
+    History, importances, intermediate values, parallel coordinates and the compare table.
+    """
 
     def go() -> None:
-        from hpsearch.views._report import write_report
+        from hpsearch.views import write_report
 
         path = write_report(list(studies), output=output, storage=storage, title=title)
         typer.echo(str(path))

@@ -12,6 +12,7 @@ __all__ = [
     "StorageError",
     "TrainerError",
     "StudyFailedError",
+    "Interrupted",
 ]
 
 
@@ -41,6 +42,12 @@ class StudyFailedError(HpsearchError):
     """The study stopped because its failure budget (``max_failures``) was used up."""
 
     exit_code = 1
+
+
+class Interrupted(HpsearchError):
+    """The run was stopped with Ctrl-C; the next run resumes it."""
+
+    exit_code = 130
 
 
 def one_line(text: str) -> str:

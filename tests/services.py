@@ -11,6 +11,7 @@ rule holds for all of them. Import the fixtures into a test module to use them.
 
 from __future__ import annotations
 
+import atexit
 import glob
 import importlib
 import json
@@ -154,23 +155,49 @@ def _start_own() -> PgServer | None:
     return PgServer(f"postgresql+psycopg://postgres@127.0.0.1:{port}/hpsearch_test", data, bin_, owned=True)
 
 
+#: This process's own cluster, started at most once: test modules import ``pg_server``,
+#: and each import is a separate session fixture, so the cache is here, not in the fixture.
+_OWN: list[PgServer] = []
+
+
+def _own_server() -> PgServer | None:
+    """This process's own cluster (:func:`_start_own`), started on first use."""
+    if not _OWN:
+        server = _start_own()
+        if server is None:
+            return None
+        _OWN.append(server)
+        atexit.register(stop_own_server)
+    return _OWN[0]
+
+
+def stop_own_server() -> None:
+    """Stop and delete this process's own cluster, if it started one (tests/conftest.py
+    calls it when the session ends; ``atexit`` is the fallback)."""
+    while _OWN:
+        server = _OWN.pop()
+        subprocess.run(_as_owner([f"{server.bin}/pg_ctl", "-D", str(server.data), "-m", "immediate", "stop"]),
+                       capture_output=True, timeout=60)
+        shutil.rmtree(os.path.dirname(str(server.data)), ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def pg_server():
     """The test PostgreSQL (from .ci/services.sh, or started here); skip/fail if none."""
     url = os.environ.get("HPSEARCH_TEST_PG_URL")
-    if url:
-        server: PgServer | None = PgServer(url, os.environ.get("HPSEARCH_TEST_PG_DATA"),
-                                           os.environ.get("HPSEARCH_TEST_PG_BIN"))
-    else:
-        server = _start_own()
+    # Under pytest-xdist each worker starts its own cluster when it can: a test that
+    # restarts or stops its server (test_postgres.py) must not cut another worker's
+    # connections. The cluster from .ci/services.sh serves a plain run, or a worker
+    # that cannot start one.
+    server = _own_server() if os.environ.get("PYTEST_XDIST_WORKER") else None
+    if server is None and url:
+        server = PgServer(url, os.environ.get("HPSEARCH_TEST_PG_DATA"), os.environ.get("HPSEARCH_TEST_PG_BIN"))
+    if server is None:
+        server = _own_server()
     if server is None:
         missing("no PostgreSQL: source .ci/services.sh (or install Debian's postgresql)")
     require_module("psycopg", "pip install -e '.[postgres]'")
-    yield server
-    if server.owned and server.data:
-        subprocess.run(_as_owner([f"{server.bin}/pg_ctl", "-D", server.data, "-m", "immediate", "stop"]),
-                       capture_output=True, timeout=60)
-        shutil.rmtree(os.path.dirname(server.data), ignore_errors=True)
+    return server
 
 
 @pytest.fixture

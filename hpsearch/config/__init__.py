@@ -2,30 +2,35 @@
 
 from __future__ import annotations
 
-from hpsearch.config._study import (
-    StudyConfig,
-    ObjectiveConfig,
-    SamplerConfig,
-    PrunerConfig,
-    ResourcesConfig,
-    RayConfig,
+from hpsearch.config._errors import format_validation
+from hpsearch.config._loading import MAX_STUDY_FILE_BYTES, load_config
+from hpsearch.config._schema import (
+    CategoricalParam,
     FloatParam,
     IntParam,
-    CategoricalParam,
-    load_config,
-    MAX_STUDY_FILE_BYTES,
+    ObjectiveConfig,
+    ParamSpec,
+    PrunerConfig,
+    RayConfig,
+    ResourcesConfig,
+    SamplerConfig,
+    StudyConfig,
+    TrainerConfig,
 )
 
 __all__ = [
+    "MAX_STUDY_FILE_BYTES",
     "CategoricalParam",
     "FloatParam",
     "IntParam",
-    "MAX_STUDY_FILE_BYTES",
     "ObjectiveConfig",
+    "ParamSpec",
     "PrunerConfig",
     "RayConfig",
     "ResourcesConfig",
     "SamplerConfig",
     "StudyConfig",
+    "TrainerConfig",
+    "format_validation",
     "load_config",
 ]

@@ -108,12 +108,8 @@ class Augmentation(BaseModel):
     vertical_flip: bool = False
     fill_mode: FillMode = FillMode.NEAREST
     cval: float = Field(0.0, description="Fill value for fill_mode constant (and cutout).")
-    augment_prob: float = Field(
-        1.0, ge=0, le=1, description="Probability that an image is augmented at all."
-    )
-    mixup_alpha: float = Field(
-        0.0, ge=0, description="Mixup: λ ~ Beta(α, α) per batch, labels mixed too; 0: off."
-    )
+    augment_prob: float = Field(1.0, ge=0, le=1, description="Probability that an image is augmented at all.")
+    mixup_alpha: float = Field(0.0, ge=0, description="Mixup: λ ~ Beta(α, α) per batch, labels mixed too; 0: off.")
     cutout_size: float = Field(
         0.0, ge=0, lt=1, description="Cutout: a square of this fraction of each side set to cval; 0: off."
     )
@@ -151,9 +147,7 @@ class AugmentationPreset(str, Enum):
 
 #: preset -> knob values. ``keras_seed`` is the seed article's ImageDataGenerator.
 AUGMENTATION_PRESETS: dict[AugmentationPreset, dict[str, Any]] = {
-    AugmentationPreset.NONE: {
-        name: field.default for name, field in Augmentation.model_fields.items()
-    },
+    AugmentationPreset.NONE: {name: field.default for name, field in Augmentation.model_fields.items()},
     AugmentationPreset.KERAS_SEED: {
         **{name: field.default for name, field in Augmentation.model_fields.items()},
         "rotation_range": 20.0,
@@ -340,8 +334,8 @@ class BatchAugmenter:
         import torch
 
         a = self.augmentation
-        u = (self._draw(n) if u is None else u).numpy()
-        sym = u[:, :6] * 2 - 1  # uniform in [-1, 1); NumPy: a few µs per batch
+        draws: np.ndarray = (self._draw(n) if u is None else u).numpy()
+        sym = draws[:, :6] * 2 - 1  # uniform in [-1, 1); NumPy: a few µs per batch
         no = np.zeros(n, dtype=bool)
 
         def t(values: np.ndarray) -> torch.Tensor:
@@ -354,8 +348,8 @@ class BatchAugmenter:
             shear=t(sym[:, 3] * a.shear_range),
             zx=t(1.0 + sym[:, 4] * a.zoom_range),
             zy=t(1.0 + sym[:, 5] * a.zoom_range),
-            flip_h=t(u[:, 6] < 0.5 if a.horizontal_flip else no),
-            flip_v=t(u[:, 7] < 0.5 if a.vertical_flip else no),
+            flip_h=t(draws[:, 6] < 0.5 if a.horizontal_flip else no),
+            flip_v=t(draws[:, 7] < 0.5 if a.vertical_flip else no),
         )
 
     def _cutout(self, images: torch.Tensor, chosen: torch.Tensor) -> torch.Tensor:
@@ -389,18 +383,13 @@ class BatchAugmenter:
         if a.geometric:
             params = self.sample(n, height, width, u=u[:, :8])
             warped = warp(images, params, fill_mode=a.fill_mode, cval=a.cval)
-            if a.augment_prob < 1:
-                # Images not chosen stay bit-identical (no resampling round-off).
-                out = torch.where(chosen_dev.view(n, 1, 1, 1), warped, images)
-            else:
-                out = warped
+            # Images not chosen stay bit-identical (no resampling round-off).
+            out = torch.where(chosen_dev.view(n, 1, 1, 1), warped, images) if a.augment_prob < 1 else warped
         if a.cutout_size > 0:
             out = self._cutout(out, chosen_dev)
         return out
 
-    def mixup(
-        self, images: torch.Tensor, labels: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def mixup(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Blend the batch with a shuffled copy of itself; labels become soft targets."""
         import torch
         import torch.nn.functional as F
@@ -434,4 +423,3 @@ def _beta(alpha: float, generator: torch.Generator) -> float:
 
     u = float(torch.rand(1, generator=generator, dtype=torch.float64))
     return float(betaincinv(alpha, alpha, u))
-

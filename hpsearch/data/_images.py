@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hpsearch.data._splits import Splits
+
 if TYPE_CHECKING:
     import numpy as np
 
@@ -71,24 +73,12 @@ def _read_digits(**_: Any) -> ImageSet:
 IMAGE_DATASETS = {"digits": _read_digits}
 
 
-def _read_folder(
-    root: Path, *, image_size: tuple[int, int] | None, channels: int | None
-) -> ImageSet:
-    import numpy as np
-
-    try:
-        from PIL import Image
-    except ImportError as err:  # pragma: no cover - pillow is in the image extra
-        raise ImageDataError(
-            "dataset", "reading an image folder needs Pillow: pip install -e '.[image]'"
-        ) from err
-
+def _class_files(root: Path) -> tuple[list[str], list[tuple[Path, int]], list[int]]:
+    """``(class folder names, (image file, class index) pairs, indices of classes with images)``."""
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     files: list[tuple[Path, int]] = []
     for index, name in enumerate(classes):
-        found = sorted(
-            f for f in (root / name).iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES
-        )
+        found = sorted(f for f in (root / name).iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
         files.extend((f, index) for f in found)
     used = sorted({label for _, label in files})
     if len(used) < 2:
@@ -97,6 +87,13 @@ def _read_folder(
             f"{str(root)!r} must hold one sub-folder per class with PNG/JPEG files in at least "
             f"2 of them; found {len(used)} class folder(s) with images",
         )
+    return classes, files, used
+
+
+def _open_images(files: list[tuple[Path, int]]) -> list[Any]:
+    """Every image decoded into memory (PIL images), in ``files`` order."""
+    from PIL import Image
+
     opened: list[Any] = []
     for path, _ in files:
         try:
@@ -105,33 +102,55 @@ def _read_folder(
                 opened.append(img.copy())
         except OSError as err:
             raise ImageDataError("dataset", f"cannot read image {str(path)!r}: {err}") from err
+    return opened
+
+
+def _common_size(opened: list[Any], root: Path) -> tuple[int, int]:
+    """``(height, width)`` shared by all images; refuses mixed sizes (set ``image_size``)."""
+    sizes = {img.size for img in opened}  # PIL: (width, height)
+    if len(sizes) > 1:
+        shown = ", ".join(f"{w}x{h}" for w, h in sorted(sizes)[:4])
+        raise ImageDataError(
+            "image_size",
+            f"images in {str(root)!r} have different sizes ({shown}, ...); "
+            "set trainer.image_size: [height, width] to resize them",
+        )
+    ((w, h),) = sizes
+    return (h, w)
+
+
+def _to_array(img: Any, channels: int, height: int, width: int) -> Any:
+    """``(C, H, W)`` float32 in [0, 1], converted to ``channels`` and resized when needed."""
+    import numpy as np
+    from PIL import Image
+
+    img = img.convert("L" if channels == 1 else "RGB")
+    if img.size != (width, height):
+        img = img.resize((width, height), Image.Resampling.BILINEAR)
+    arr = np.asarray(img, dtype=np.float32) / 255.0
+    return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+
+
+def _read_folder(root: Path, *, image_size: tuple[int, int] | None, channels: int | None) -> ImageSet:
+    """An image folder (one sub-folder per class) as an :class:`ImageSet`."""
+    import numpy as np
+
+    try:
+        import PIL  # noqa: F401
+    except ImportError as err:  # pragma: no cover - pillow is in the image extra
+        raise ImageDataError("dataset", "reading an image folder needs Pillow: pip install -e '.[image]'") from err
+
+    classes, files, used = _class_files(root)
+    opened = _open_images(files)
     if channels is None:
         channels = 1 if all(img.mode in {"1", "L", "I", "I;16", "F"} for img in opened) else 3
-    if image_size is None:
-        sizes = {img.size for img in opened}  # PIL: (width, height)
-        if len(sizes) > 1:
-            shown = ", ".join(f"{w}x{h}" for w, h in sorted(sizes)[:4])
-            raise ImageDataError(
-                "image_size",
-                f"images in {str(root)!r} have different sizes ({shown}, ...); "
-                "set trainer.image_size: [height, width] to resize them",
-            )
-        (w, h), = sizes
-        image_size = (h, w)
-    height, width = image_size
-    arrays = []
-    for img in opened:
-        img = img.convert("L" if channels == 1 else "RGB")
-        if img.size != (width, height):
-            img = img.resize((width, height), Image.BILINEAR)
-        arr = np.asarray(img, dtype=np.float32) / 255.0
-        arrays.append(arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1))
-    labels = np.array([label for _, label in files], dtype=np.int64)
+    height, width = image_size if image_size is not None else _common_size(opened, root)
+    arrays = [_to_array(img, channels, height, width) for img in opened]
     # Renumber so that labels are 0..k-1 over the classes that have images.
     remap = {old: new for new, old in enumerate(used)}
     return ImageSet(
         np.stack(arrays).astype(np.float32),
-        np.array([remap[int(v)] for v in labels], dtype=np.int64),
+        np.array([remap[label] for _, label in files], dtype=np.int64),
         tuple(classes[i] for i in used),
     )
 
@@ -182,23 +201,8 @@ def _resize(data: ImageSet, image_size: tuple[int, int] | None, channels: int | 
 
 
 @dataclass(frozen=True)
-class ImageSplits:
+class ImageSplits(Splits[ImageSet]):
     """Train / validation / optional test images."""
-
-    train: ImageSet
-    val: ImageSet
-    test: ImageSet | None = None
-
-    @property
-    def label_names(self) -> tuple[str, ...]:
-        return self.train.label_names
-
-    def sizes(self) -> dict[str, int]:
-        return {
-            "train": len(self.train),
-            "val": len(self.val),
-            "test": len(self.test) if self.test is not None else 0,
-        }
 
 
 def _stratified(labels: np.ndarray, train_size: float | int, seed: int, field: str) -> tuple[Any, Any]:
@@ -210,9 +214,7 @@ def _stratified(labels: np.ndarray, train_size: float | int, seed: int, field: s
             np.arange(len(labels)), train_size=train_size, stratify=labels, random_state=seed
         )
     except ValueError as err:
-        raise ImageDataError(
-            field, f"cannot make a stratified split of {len(labels)} images: {err}"
-        ) from err
+        raise ImageDataError(field, f"cannot make a stratified split of {len(labels)} images: {err}") from err
     return np.sort(first), np.sort(second)
 
 
@@ -239,7 +241,5 @@ def split_images(
         rest, test_idx = _stratified(data.labels, 1 - test_fraction, seed, "test_fraction")
         test = data.subset(test_idx)
         data = data.subset(rest)
-    train_idx, val_idx = _stratified(
-        data.labels, 1 - val_fraction / (1 - test_fraction), seed, "val_fraction"
-    )
+    train_idx, val_idx = _stratified(data.labels, 1 - val_fraction / (1 - test_fraction), seed, "val_fraction")
     return ImageSplits(data.subset(train_idx), data.subset(val_idx), test)

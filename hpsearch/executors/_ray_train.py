@@ -18,6 +18,7 @@ from typing import Any
 
 from hpsearch.errors import one_line
 from hpsearch.executors._base import Failure, TrialJob, TrialOutcome, execute_trial
+from hpsearch.executors._ray_hub import HubChannel
 
 __all__ = ["run_data_parallel"]
 
@@ -36,13 +37,11 @@ def _worker_loop(config: dict[str, Any]) -> None:
     import ray
     import ray.train
 
-    from hpsearch.executors._ray import _HubChannel
-
     job: TrialJob = config["job"]
     hub = config["hub"]
     ctx = ray.train.get_context()
     rank = ctx.get_world_rank()
-    channel = _HubChannel(hub) if rank == 0 else _SilentChannel()
+    channel = HubChannel(hub) if rank == 0 else _SilentChannel()
     outcome = execute_trial(job, channel)
     # What this rank actually trained with (each rank unpickles its own copy).
     outcome.placement.update({"rank": rank, "world_size": ctx.get_world_size(), "params": dict(job.params)})
@@ -57,6 +56,21 @@ def _worker_loop(config: dict[str, Any]) -> None:
 def run_data_parallel(job: TrialJob, hub: Any) -> TrialOutcome:
     """Run ``job`` on ``job.resources.workers`` ranks and return rank 0's outcome."""
     import ray
+
+    storage = tempfile.mkdtemp(prefix=f"hps-train-{job.number}-")
+    error: BaseException | None = None
+    try:
+        _torch_trainer(job, hub, storage).fit()
+    except Exception as e:  # noqa: BLE001 - becomes the trial's failure below
+        error = e
+    finally:
+        shutil.rmtree(storage, ignore_errors=True)
+    outcomes: dict[int, TrialOutcome] = ray.get(hub.take_outcomes.remote(job.number))
+    return _merge(outcomes, error)
+
+
+def _torch_trainer(job: TrialJob, hub: Any, storage: str) -> Any:
+    """A TorchTrainer running :func:`_worker_loop` on the job's ranks (gloo on CPU, NCCL on GPU)."""
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -65,22 +79,17 @@ def run_data_parallel(job: TrialJob, hub: Any) -> TrialOutcome:
     per_worker: dict[str, float] = {"CPU": r.cpus, **r.custom}
     if use_gpu:
         per_worker["GPU"] = r.gpus
-    storage = tempfile.mkdtemp(prefix=f"hps-train-{job.number}-")
-    trainer = TorchTrainer(
+    return TorchTrainer(
         _worker_loop,
         train_loop_config={"job": job, "hub": hub},
         scaling_config=ScalingConfig(num_workers=r.workers, use_gpu=use_gpu, resources_per_worker=per_worker),
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         run_config=RunConfig(name=f"trial-{job.number}", storage_path=storage),
     )
-    error: BaseException | None = None
-    try:
-        trainer.fit()
-    except Exception as e:  # noqa: BLE001 - becomes the trial's failure below
-        error = e
-    finally:
-        shutil.rmtree(storage, ignore_errors=True)
-    outcomes: dict[int, TrialOutcome] = ray.get(hub.take_outcomes.remote(job.number))
+
+
+def _merge(outcomes: dict[int, TrialOutcome], error: BaseException | None) -> TrialOutcome:
+    """Rank 0's outcome with a per-rank summary; the first failed rank's failure if any failed."""
     failed = sorted((rank, o) for rank, o in outcomes.items() if o.failure is not None)
     if failed:
         outcome = failed[0][1]

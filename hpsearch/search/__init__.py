@@ -1,20 +1,24 @@
-"""The search space and Optuna's samplers and pruners, built from a study file."""
+"""The search space, Optuna's samplers and pruners built from a study file, and the resume-safe grid."""
 
 from __future__ import annotations
 
 from hpsearch.search._algorithms import (
-    SAMPLERS,
     PRUNERS,
+    SAMPLERS,
     SamplerFactory,
-    RETRY_ATTR,
-    make_sampler,
     make_pruner,
+    make_sampler,
+)
+from hpsearch.search._grid import (
+    RETRY_ATTR,
+    grid_sampler_class,
+    grid_size,
 )
 from hpsearch.search._space import (
-    to_distributions,
-    grid_values,
-    grid_points,
     MAX_GRID_POINTS,
+    grid_points,
+    grid_values,
+    to_distributions,
 )
 
 __all__ = [
@@ -24,6 +28,8 @@ __all__ = [
     "SAMPLERS",
     "SamplerFactory",
     "grid_points",
+    "grid_sampler_class",
+    "grid_size",
     "grid_values",
     "make_pruner",
     "make_sampler",

@@ -11,7 +11,7 @@ from hpsearch.errors import ConfigError
 if TYPE_CHECKING:
     from optuna.distributions import BaseDistribution
 
-__all__ = ["to_distributions", "grid_values", "grid_points", "MAX_GRID_POINTS"]
+__all__ = ["MAX_GRID_POINTS", "grid_points", "grid_values", "to_distributions"]
 
 #: A grid larger than this is refused: it is almost surely a typo in a step.
 MAX_GRID_POINTS = 1_000_000
@@ -73,4 +73,3 @@ def grid_points(cfg: StudyConfig) -> dict[str, list[Any]]:
             "use fewer values or a random/tpe sampler"
         )
     return space
-

@@ -1,4 +1,7 @@
-"""Storage URLs and masking, the engines, the write-through mirror and the study lock: the only package that opens SQL for writing."""
+"""Storage URLs and masking, read-write and read-only engines, the write-through mirror and the study lock.
+
+The only package that opens SQL: everything else reads and writes through it.
+"""
 
 from __future__ import annotations
 
@@ -6,30 +9,40 @@ from hpsearch.storage._locks import (
     StudyLock,
 )
 from hpsearch.storage._mirror import (
+    RETRY_ENV,
+    RETRY_S,
     MirroredStorage,
     is_transient,
     storage_retry_s,
-    RETRY_ENV,
-    RETRY_S,
+)
+from hpsearch.storage._readonly import (
+    ReadOnlySQLite,
+    open_readonly_storage,
+    readonly_engine,
 )
 from hpsearch.storage._urls import (
-    mask_url,
-    mask_secrets,
     check_storage,
+    mask_secrets,
+    mask_url,
     open_storage,
     sqlite_path,
+    url_password,
 )
 
 __all__ = [
     "MirroredStorage",
     "RETRY_ENV",
     "RETRY_S",
+    "ReadOnlySQLite",
     "StudyLock",
     "check_storage",
     "is_transient",
     "mask_secrets",
     "mask_url",
+    "open_readonly_storage",
     "open_storage",
+    "readonly_engine",
     "sqlite_path",
     "storage_retry_s",
+    "url_password",
 ]

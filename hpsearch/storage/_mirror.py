@@ -37,6 +37,12 @@ the database still holds everything the outside world has seen. A driver
 killed inside a block leaves a RUNNING trial without params (recovered as
 orphaned, and not re-queued, since it never ran) or a RUNNING trial that
 ran (recovered as orphaned and re-queued with its params).
+
+Optuna's private API: this class implements Optuna's storage interface over
+Optuna's own RDB storage, so it uses some of Optuna's internals; each use says
+why on its line (``# Optuna private: ...``). Optuna's storage contract suite
+runs over this class (tests/core/test_mirror_storage.py), so a change in them
+fails a test. The study manager's own uses live in :mod:`hpsearch.storage._optuna`.
 """
 
 from __future__ import annotations
@@ -48,20 +54,27 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Container, Iterator, Sequence
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable, Container, Iterator, Sequence
+from typing import Any, TypeVar
 
 from optuna.distributions import BaseDistribution
 from optuna.storages import BaseStorage, RDBStorage
+
+# Optuna private: _CachedStorage is the incremental reader of other processes' trials
+# (only trials changed since the last read come back); optuna.storages exports no such class.
 from optuna.storages._cached_storage import _CachedStorage
+from optuna.study import StudyDirection
+
+# Optuna private: FrozenStudy is what BaseStorage.get_all_studies returns, but optuna.study does not export it.
 from optuna.study._frozen import FrozenStudy
-from optuna.study._study_direction import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 __all__ = ["MirroredStorage", "is_transient", "storage_retry_s", "RETRY_ENV", "RETRY_S"]
 
 _T = TypeVar("_T")
-_log = logging.getLogger("hpsearch.storage._urls")
+#: A trial's end as one batch writes it: trial id, state, values, time.
+_Finish = tuple[int, TrialState, Sequence[float] | None, datetime.datetime]
+_log = logging.getLogger("hpsearch.storage")
 #: Default bound, in seconds, on retrying one storage call after a lost connection.
 RETRY_S = 60.0
 #: Environment variable overriding RETRY_S; read when a storage is made, not at import.
@@ -177,12 +190,12 @@ class MirroredStorage(BaseStorage):
         ops = getattr(self._batch, "ops", None)
         if ops is None:
             return False
-        ops.append(op[:3] + (copy.deepcopy(op[3]),) + op[4:])
+        ops.append((*op[:3], copy.deepcopy(op[3]), *op[4:]))
         with self._lock:
             self._pending.add(op[1])
         return True
 
-    def _commit(self, ops: list[tuple[Any, ...]], finish: tuple[int, TrialState, Sequence[float] | None, datetime.datetime] | None = None) -> None:
+    def _commit(self, ops: list[tuple[Any, ...]], finish: _Finish | None = None) -> None:
         """Write ``ops`` (and ``finish``: trial id, state, values, time) in one transaction, with retries."""
 
         def committed_before(e: BaseException) -> None:
@@ -209,8 +222,10 @@ class MirroredStorage(BaseStorage):
             with self._lock:
                 self._pending -= touched
 
-    def _write_batch(self, ops: list[tuple[Any, ...]], finish: tuple[int, TrialState, Sequence[float] | None, datetime.datetime] | None) -> None:
+    def _write_batch(self, ops: list[tuple[Any, ...]], finish: _Finish | None) -> None:
         """One transaction: Optuna's own ``*_without_commit`` writes, then the final state."""
+        # Optuna private: the RDB models and the scoped session are the only way to write
+        # several trials' rows in ONE transaction with Optuna's own SQL (RDBStorage commits each call).
         from optuna.storages._rdb import models
         from optuna.storages._rdb.storage import _create_scoped_session
 
@@ -218,17 +233,20 @@ class MirroredStorage(BaseStorage):
         new_dists: dict[tuple[int, str], BaseDistribution] = {}
         # Attributes: one upsert statement per table, the last value of a key winning.
         attrs: dict[Any, dict[tuple[int, str], Any]] = {
-            models.TrialUserAttributeModel: {}, models.TrialSystemAttributeModel: {},
+            models.TrialUserAttributeModel: {},
+            models.TrialSystemAttributeModel: {},
         }
         with _create_scoped_session(b.scoped_session) as session:
             for kind, trial_id, key, value, *rest in ops:
                 if kind == "param":
                     sid = self._study_of.get(trial_id)
                     known = self._param_dists(sid).get(key) if sid is not None else None
+                    # Optuna private: the same write as set_trial_param, without its commit.
                     b._set_trial_param_without_commit(session, trial_id, key, value, rest[0], known)
                     if sid is not None:
                         new_dists[(sid, key)] = rest[0]
                 elif kind == "iv":
+                    # Optuna private: the same write as set_trial_intermediate_value, without its commit.
                     b._set_trial_intermediate_value_without_commit(session, trial_id, key, value)
                 else:
                     model = models.TrialUserAttributeModel if kind == "user" else models.TrialSystemAttributeModel
@@ -237,25 +255,22 @@ class MirroredStorage(BaseStorage):
                 if rows:
                     _upsert_attrs(b, session, model, rows)
             if finish is not None:
-                trial_id, state, values, now = finish
-                trial = models.TrialModel.find_or_raise_by_id(trial_id, session, for_update=True)
-                b.check_trial_is_updatable(trial_id, trial.state)
-                for objective, v in enumerate(values or ()):
-                    b._set_trial_value_without_commit(session, trial, objective, v)
-                trial.state = state
-                trial.datetime_complete = now
+                _finish_trial(b, session, finish)
         for (sid, key), dist in new_dists.items():
             self._param_dists(sid).setdefault(key, dist)
 
     def _param_dists(self, study_id: int) -> dict[str, BaseDistribution]:
         """The study's known param distributions (shared with Optuna's cache)."""
+        # Optuna private: the cache's per-study distributions, the ones its own
+        # set_trial_param checks against; no public call returns them without a query.
         info = self._remote._studies.get(study_id)
         return info.param_distribution if info is not None else {}
 
     # ------------------------------------------------------------ retries
 
-    def _retry(self, what: str, fn: Callable[..., _T], *args: Any,
-               on_retry_error: Callable[[BaseException], _T] | None = None) -> _T:
+    def _retry(
+        self, what: str, fn: Callable[..., _T], *args: Any, on_retry_error: Callable[[BaseException], _T] | None = None
+    ) -> _T:
         """``fn(*args)``, retried with exponential backoff while the connection is lost.
 
         ``on_retry_error`` may turn an error raised by a *retry* (not the first
@@ -266,7 +281,7 @@ class MirroredStorage(BaseStorage):
         while True:
             try:
                 return fn(*args)
-            except Exception as e:  # noqa: BLE001 - filtered by is_transient below
+            except Exception as e:
                 if attempt > 0 and on_retry_error is not None and not is_transient(e):
                     return on_retry_error(e)
                 left = deadline - time.monotonic()
@@ -277,7 +292,12 @@ class MirroredStorage(BaseStorage):
                 _log.warning(
                     "storage %s: lost the database connection during %s (%s); retry %d in %.1f s, "
                     "giving up after %.0f s",
-                    self._masked_url(), what, self._masked_error(e), attempt, min(delay, left), self.retry_s,
+                    self._masked_url(),
+                    what,
+                    self._masked_error(e),
+                    attempt,
+                    min(delay, left),
+                    self.retry_s,
                 )
                 time.sleep(min(delay, left))
                 delay = min(delay * 2, 8.0)
@@ -306,8 +326,10 @@ class MirroredStorage(BaseStorage):
         with self._lock:
             trials = list(self._sync(study_id, force=True).values())
         return [
-            t for t in trials
-            if t.state == TrialState.RUNNING and t.number not in running
+            t
+            for t in trials
+            if t.state == TrialState.RUNNING
+            and t.number not in running
             and all(t.system_attrs.get(k) == v for k, v in self.trial_system_attrs.items())
         ]
 
@@ -355,6 +377,7 @@ class MirroredStorage(BaseStorage):
         mirror = self._trials.setdefault(study_id, {})
         if force or now - self._synced.get(study_id, -1e18) >= self._refresh_s:
             for t in self._retry("get_all_trials", self._remote.get_all_trials, study_id, False):
+                # Optuna private: FrozenTrial._trial_id is the storage key; FrozenTrial exposes only its number.
                 # Finished trials come back as the same cached object: copy only changes.
                 if self._source.get(t._trial_id) is not t and t._trial_id not in self._pending:
                     mirror[t._trial_id] = copy.deepcopy(t)
@@ -380,10 +403,18 @@ class MirroredStorage(BaseStorage):
         if template_trial is None and self.trial_system_attrs:
             # The same trial Optuna would create, stamped in the same transaction.
             template_trial = FrozenTrial(
-                number=-1, state=TrialState.RUNNING, value=None, values=None,
-                datetime_start=datetime.datetime.now(), datetime_complete=None, params={},
-                distributions={}, user_attrs={}, system_attrs=dict(self.trial_system_attrs),
-                intermediate_values={}, trial_id=-1,
+                number=-1,
+                state=TrialState.RUNNING,
+                value=None,
+                values=None,
+                datetime_start=datetime.datetime.now(),
+                datetime_complete=None,
+                params={},
+                distributions={},
+                user_attrs={},
+                system_attrs=dict(self.trial_system_attrs),
+                intermediate_values={},
+                trial_id=-1,
             )
         trial_id = self._retry("create_new_trial", self._remote.create_new_trial, study_id, template_trial)
         trial = self._created(trial_id)
@@ -395,16 +426,25 @@ class MirroredStorage(BaseStorage):
 
     def _created(self, trial_id: int) -> FrozenTrial:
         """The trial just created, as Optuna's cache recorded it (no read back)."""
+        # Optuna private: the cache records each trial it creates; reading it saves a query per ask.
         where = self._remote._trial_id_to_study_id_and_number.get(trial_id)
         if where is None:
             return self._retry("get_trial", self.backend.get_trial, trial_id)
         sid, number = where
         return copy.deepcopy(self._remote._studies[sid].trials[number])
 
-    def set_trial_param(self, trial_id: int, param_name: str, param_value_internal: float, distribution: BaseDistribution) -> None:
+    def set_trial_param(
+        self, trial_id: int, param_name: str, param_value_internal: float, distribution: BaseDistribution
+    ) -> None:
         if not self._queue(("param", trial_id, param_name, param_value_internal, distribution)):
-            self._retry("set_trial_param", self._remote.set_trial_param, trial_id, param_name,
-                        param_value_internal, distribution)
+            self._retry(
+                "set_trial_param",
+                self._remote.set_trial_param,
+                trial_id,
+                param_name,
+                param_value_internal,
+                distribution,
+            )
         with self._lock:
             t = self._mine(trial_id)
             if t is not None:
@@ -415,7 +455,7 @@ class MirroredStorage(BaseStorage):
         with self._lock:
             for t in self._trials.get(study_id, {}).values():
                 if t.number == trial_number:
-                    return t._trial_id
+                    return t._trial_id  # Optuna private: the storage key (see _sync)
         return self._remote.get_trial_id_from_study_id_trial_number(study_id, trial_number)
 
     def set_trial_state_values(self, trial_id: int, state: TrialState, values: Sequence[float] | None = None) -> bool:
@@ -453,8 +493,14 @@ class MirroredStorage(BaseStorage):
             raise e
 
         retries = self.retries
-        changed = self._retry("set_trial_state_values", self._remote.set_trial_state_values, trial_id, state,
-                              values, on_retry_error=committed_before)
+        changed = self._retry(
+            "set_trial_state_values",
+            self._remote.set_trial_state_values,
+            trial_id,
+            state,
+            values,
+            on_retry_error=committed_before,
+        )
         if not changed and state == TrialState.RUNNING and self.retries > retries:
             # Claiming a WAITING trial: the first claim committed, its acknowledgement was lost.
             changed = self._retry("get_trial", self.backend.get_trial, trial_id).state == TrialState.RUNNING
@@ -462,8 +508,13 @@ class MirroredStorage(BaseStorage):
 
     def set_trial_intermediate_value(self, trial_id: int, step: int, intermediate_value: float) -> None:
         if not self._queue(("iv", trial_id, step, intermediate_value)):
-            self._retry("set_trial_intermediate_value", self._remote.set_trial_intermediate_value, trial_id, step,
-                        intermediate_value)
+            self._retry(
+                "set_trial_intermediate_value",
+                self._remote.set_trial_intermediate_value,
+                trial_id,
+                step,
+                intermediate_value,
+            )
         with self._lock:
             t = self._mine(trial_id)
             if t is not None:
@@ -493,7 +544,9 @@ class MirroredStorage(BaseStorage):
                 return copy.deepcopy(t)
         return self._remote.get_trial(trial_id)
 
-    def get_all_trials(self, study_id: int, deepcopy: bool = True, states: Container[TrialState] | None = None) -> list[FrozenTrial]:
+    def get_all_trials(
+        self, study_id: int, deepcopy: bool = True, states: Container[TrialState] | None = None
+    ) -> list[FrozenTrial]:
         with self._lock:
             if study_id not in self._trials:
                 self._remote.get_study_name_from_id(study_id)  # raises KeyError for unknown studies
@@ -514,17 +567,38 @@ class MirroredStorage(BaseStorage):
 
     def __getstate__(self) -> dict[str, Any]:
         # A pickled copy (e.g. sent to a worker) starts with an empty mirror.
-        return {"backend": self.backend, "refresh_s": self._refresh_s, "retry_s": self.retry_s,
-                "trial_system_attrs": self.trial_system_attrs}
+        return {
+            "backend": self.backend,
+            "refresh_s": self._refresh_s,
+            "retry_s": self.retry_s,
+            "trial_system_attrs": self.trial_system_attrs,
+        }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(  # type: ignore[misc]
-            state["backend"], refresh_s=state["refresh_s"], retry_s=state.get("retry_s"),
+            state["backend"],
+            refresh_s=state["refresh_s"],
+            retry_s=state.get("retry_s"),
             trial_system_attrs=state.get("trial_system_attrs"),
         )
 
     def remove_session(self) -> None:
         self.backend.remove_session()
+
+
+def _finish_trial(backend: RDBStorage, session: Any, finish: _Finish) -> None:
+    """Write a trial's values and final state in ``session`` (what ``set_trial_state_values`` writes)."""
+    from optuna.storages._rdb import models  # Optuna private: see _write_batch
+
+    trial_id, state, values, now = finish
+    # Optuna private: the row locked FOR UPDATE, as RDBStorage.set_trial_state_values does.
+    trial = models.TrialModel.find_or_raise_by_id(trial_id, session, for_update=True)
+    backend.check_trial_is_updatable(trial_id, trial.state)  # type: ignore[arg-type] # a TrialState at runtime
+    for objective, v in enumerate(values or ()):
+        # Optuna private: the same write as set_trial_state_values' values, without its commit.
+        backend._set_trial_value_without_commit(session, trial, objective, v)
+    trial.state = state
+    trial.datetime_complete = now
 
 
 def _upsert_attrs(backend: RDBStorage, session: Any, model_cls: Any, rows: dict[tuple[int, str], Any]) -> None:
@@ -535,11 +609,12 @@ def _upsert_attrs(backend: RDBStorage, session: Any, model_cls: Any, rows: dict[
     """
     import json
 
+    # Optuna private: the attribute tables' models (see _write_batch).
     from optuna.storages._rdb import models
 
     for trial_id in {t for t, _ in rows}:
         trial = models.TrialModel.find_or_raise_by_id(trial_id, session)
-        backend.check_trial_is_updatable(trial_id, trial.state)
+        backend.check_trial_is_updatable(trial_id, trial.state)  # type: ignore[arg-type] # a TrialState at runtime
     name = backend.engine.name
     if name == "sqlite":
         from sqlalchemy.dialects.sqlite import insert
@@ -547,11 +622,14 @@ def _upsert_attrs(backend: RDBStorage, session: Any, model_cls: Any, rows: dict[
         from sqlalchemy.dialects.postgresql import insert  # type: ignore[assignment]
     else:
         for (trial_id, key), value in rows.items():
+            # Optuna private: the same write as set_trial_*_attr, without its commit.
             backend._set_trial_attr_without_commit(session, model_cls, trial_id, key, value)
         return
     stmt = insert(model_cls).values(
         [{"trial_id": t, "key": k, "value_json": json.dumps(v)} for (t, k), v in rows.items()]
     )
-    session.execute(stmt.on_conflict_do_update(
-        index_elements=[model_cls.trial_id, model_cls.key], set_={"value_json": stmt.excluded.value_json}
-    ))
+    session.execute(
+        stmt.on_conflict_do_update(
+            index_elements=[model_cls.trial_id, model_cls.key], set_={"value_json": stmt.excluded.value_json}
+        )
+    )

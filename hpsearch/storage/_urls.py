@@ -19,13 +19,11 @@ from hpsearch.errors import ConfigError, StorageError, one_line
 if TYPE_CHECKING:
     import optuna
 
-__all__ = ["mask_url", "mask_secrets", "check_storage", "open_storage", "sqlite_path"]
+__all__ = ["check_storage", "mask_secrets", "mask_url", "open_storage", "sqlite_path", "url_password"]
 
 _SUPPORTED = ("sqlite", "postgresql", "postgresql+psycopg", "postgresql+psycopg2")
 # The password runs to the last '@' of the authority: an unencoded '@' in it must not leak its tail.
-_PASSWORD_RE = re.compile(
-    r"(?P<head>[a-z][a-z0-9+.\-]*://[^:/@\s]*:)(?P<pw>[^@\s]*(?:@[^@\s/]*)*)(?P<at>@)", re.I
-)
+_PASSWORD_RE = re.compile(r"(?P<head>[a-z][a-z0-9+.\-]*://[^:/@\s]*:)(?P<pw>[^@\s]*(?:@[^@\s/]*)*)(?P<at>@)", re.I)
 # libpq also takes the password as a query parameter: ...?password=secret
 _QUERY_PASSWORD_RE = re.compile(r"(?P<head>[?&]password=)(?P<pw>[^&#\s'\"]*)", re.I)
 SQLITE_BUSY_TIMEOUT_S = 60.0
@@ -48,6 +46,7 @@ def mask_secrets(text: str, *secrets: str | None) -> str:
 
 
 def url_password(url: str) -> str | None:
+    """The password in ``url`` (None if it has none or cannot be parsed), to mask it in driver errors."""
     try:
         return urlsplit(url).password
     except ValueError:
@@ -86,6 +85,21 @@ def check_storage(url: str, *, field: str = "storage", file: str = "<study>", mu
         ConfigError: Unsupported or malformed URL.
         StorageError: Unreachable server, missing folder, or (``must_exist``) no database.
     """
+    scheme = _check_url(url, field, file)
+    if scheme != "sqlite":
+        _check_server(url, scheme, field, file)
+        return
+    path = sqlite_path(url)
+    if path is None:
+        raise ConfigError(
+            f"{file}: {field}: {mask_url(url)!r} is not a SQLite file URL; write "
+            "sqlite:///relative.db or sqlite:////absolute/path.db"
+        )
+    _check_sqlite_file(path, field, file, must_exist)
+
+
+def _check_url(url: str, field: str, file: str) -> str:
+    """The URL's scheme, once the URL is one hpsearch supports and can parse."""
     scheme = url.split("://", 1)[0].lower() if "://" in url else ""
     if scheme.split("+", 1)[0] in ("mysql", "mariadb"):
         # Optuna's RDB works on MySQL, but our study lock (hpsearch.storage._locks) has no MySQL
@@ -106,34 +120,33 @@ def check_storage(url: str, *, field: str = "storage", file: str = "<study>", mu
         raise ConfigError(f"{file}: {field}: malformed URL {mask_url(url)!r}: {e}") from None
     if netloc.count("@") > 1:
         raise ConfigError(
-            f"{file}: {field}: the user or password in {mask_url(url)!r} holds an '@'; "
-            "percent-encode it as %40"
+            f"{file}: {field}: the user or password in {mask_url(url)!r} holds an '@'; percent-encode it as %40"
         )
-    path = sqlite_path(url)
-    if scheme == "sqlite":
-        if path is None:
-            raise ConfigError(
-                f"{file}: {field}: {mask_url(url)!r} is not a SQLite file URL; write "
-                "sqlite:///relative.db or sqlite:////absolute/path.db"
-            )
-        if path.is_dir():
-            raise StorageError(f"{file}: {field}: {path} is a directory, not a database file")
-        if must_exist and not path.exists():
-            raise StorageError(f"{file}: {field}: no database at {path}; run the study first")
-        parent = path.parent if str(path.parent) else Path(".")
-        if not parent.is_dir():
-            raise StorageError(
-                f"{file}: {field}: folder {parent} does not exist; create it or fix the path"
-            )
-        if path.exists():
-            try:
-                with open(path, "rb") as fh:
-                    head = fh.read(16)
-            except OSError as e:
-                raise StorageError(f"{file}: {field}: cannot read {path}: {e.strerror}") from None
-            if head and head != b"SQLite format 3\x00":
-                raise StorageError(f"{file}: {field}: {path} is not a SQLite database")
+    return scheme
+
+
+def _check_sqlite_file(path: Path, field: str, file: str, must_exist: bool) -> None:
+    """The database file can be created or opened: its folder exists, and an existing file is SQLite."""
+    if path.is_dir():
+        raise StorageError(f"{file}: {field}: {path} is a directory, not a database file")
+    if must_exist and not path.exists():
+        raise StorageError(f"{file}: {field}: no database at {path}; run the study first")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise StorageError(f"{file}: {field}: folder {parent} does not exist; create it or fix the path")
+    if not path.exists():
         return
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(16)
+    except OSError as e:
+        raise StorageError(f"{file}: {field}: cannot read {path}: {e.strerror}") from None
+    if head and head != b"SQLite format 3\x00":
+        raise StorageError(f"{file}: {field}: {path} is not a SQLite database")
+
+
+def _check_server(url: str, scheme: str, field: str, file: str) -> None:
+    """A server URL answers ``SELECT 1`` (one connection, closed at once)."""
     import sqlalchemy
 
     try:
@@ -177,9 +190,7 @@ def open_storage(url: str, *, create: bool = True) -> optuna.storages.RDBStorage
 
     for attempt in range(6):
         try:
-            return optuna.storages.RDBStorage(
-                url, engine_kwargs=engine_kwargs, skip_table_creation=not create
-            )
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, skip_table_creation=not create)
         except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError, sqlalchemy.exc.OperationalError) as e:
             # Several drivers creating the schema at once race in CREATE TABLE / TYPE:
             # the loser sees "already exists" or a duplicate key; the schema is there now.

@@ -1,25 +1,41 @@
-"""The study manager: Optuna ask/tell in the driver, trials on an executor."""
+"""The study manager: Optuna ask/tell in the driver, trials on an executor.
+
+:class:`StudyManager` runs the loop; a :class:`BaseScheduler` decides what runs
+next; :class:`BaseCallback` hooks (progress, the dashboard note, trackers) see
+each step.
+"""
 
 from __future__ import annotations
 
-from hpsearch.study._manager import (
-    StudyManager,
-    Interrupted,
-    Prepared,
-    prepare,
-    resolved_config_yaml,
-)
-from hpsearch.study._progress import (
-    Progress,
-    ProgressStats,
+from hpsearch.errors import Interrupted
+from hpsearch.study._callbacks import BaseCallback, CallbackList, ProgressCallback, StudyStatus
+from hpsearch.study._manager import StudyManager
+from hpsearch.study._prepare import Prepared, build_trainer, prepare, resolved_config_yaml
+from hpsearch.study._progress import Progress, ProgressStats
+from hpsearch.study._scheduling import (
+    BaseScheduler,
+    ImportScheduler,
+    SamplerScheduler,
+    TrialToRun,
+    make_scheduler,
 )
 
 __all__ = [
+    "BaseCallback",
+    "BaseScheduler",
+    "CallbackList",
+    "ImportScheduler",
     "Interrupted",
     "Prepared",
     "Progress",
+    "ProgressCallback",
     "ProgressStats",
+    "SamplerScheduler",
     "StudyManager",
+    "StudyStatus",
+    "TrialToRun",
+    "build_trainer",
+    "make_scheduler",
     "prepare",
     "resolved_config_yaml",
 ]

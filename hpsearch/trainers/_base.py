@@ -165,9 +165,7 @@ class TrialContext:
         if self._artifact_dir is None:
             base = self._work_dir or Path(tempfile.gettempdir())
             base.mkdir(parents=True, exist_ok=True)
-            self._artifact_dir = Path(
-                tempfile.mkdtemp(prefix=f"trial{self.trial_number}-", dir=base)
-            )
+            self._artifact_dir = Path(tempfile.mkdtemp(prefix=f"trial{self.trial_number}-", dir=base))
         return self._artifact_dir
 
     @property
@@ -178,9 +176,7 @@ class TrialContext:
         """Send an intermediate objective value for ``step`` (an epoch, or N steps)."""
         step = int(step)
         if self._last_step is not None and step <= self._last_step:
-            raise ValueError(
-                f"report(step={step}) after step {self._last_step}: steps must increase"
-            )
+            raise ValueError(f"report(step={step}) after step {self._last_step}: steps must increase")
         self._last_step = step
         self._channel.report(self.trial_number, step, float(value))
 
@@ -259,7 +255,7 @@ class BaseTrainer(abc.ABC):
         #: The study's ``objective.metric``: validate() can check the trainer produces it.
         self.objective = objective
 
-    def warm(self) -> None:
+    def warm(self) -> None:  # noqa: B027 - an optional hook, a no-op by default
         """Import what a trial imports, in a fresh worker process, before its first trial.
 
         The ``ray`` executor calls it once in each worker it starts, during
@@ -296,7 +292,7 @@ class BaseTrainer(abc.ABC):
         """
         return None
 
-    def prepare(self) -> None:
+    def prepare(self) -> None:  # noqa: B027 - an optional hook, a no-op by default
         """Driver-side work done once per study run before trials (e.g. caches)."""
 
     @abc.abstractmethod

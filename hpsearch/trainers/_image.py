@@ -1,8 +1,9 @@
 """Image classification trials: a small CNN (or any torch module) with Keras-style augmentation.
 
 ``validate`` (driver) checks the model spec, the data and the searched names;
-``run`` (worker) loads and splits the images, builds the model and trains it
-with the shared torch loop (:mod:`hpsearch.trainers.torch._loop`), augmenting each
+``run`` (worker, from :class:`~hpsearch.trainers.torch.TorchClassifierTrainer`)
+loads and splits the images (:meth:`ImageClassificationTrainer.start_run`),
+builds the model and trains it with the shared torch loop, augmenting each
 training batch on the training device (:mod:`hpsearch.data._augment`) through
 the loop's ``train_transform`` hook, so validation and test batches are never
 augmented.
@@ -18,11 +19,11 @@ from __future__ import annotations
 
 import inspect
 import json
-import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
-from pydantic import ConfigDict, Field, ValidationError
+from pydantic import ConfigDict, Field
 
 from hpsearch.data._augment import (
     AUGMENTATION_KNOBS,
@@ -30,18 +31,9 @@ from hpsearch.data._augment import (
     Augmentation,
     AugmentationPreset,
 )
-from hpsearch.errors import ConfigError, TrainerError
-from hpsearch.trainers._base import BaseTrainer, TrainerSettings, TrialContext
-from hpsearch.trainers.torch._loop import (
-    OBJECTIVES,
-    TORCH_TUNABLES,
-    TorchTrainingSettings,
-    evaluate,
-    loop_metrics,
-    seed_everything,
-    store_curve,
-    train_loop,
-)
+from hpsearch.errors import ConfigError
+from hpsearch.trainers._base import TrainerSettings, TrialContext
+from hpsearch.trainers.torch import ClassifierRun, TorchClassifierTrainer, TorchTrainingSettings
 
 if TYPE_CHECKING:
     import torch
@@ -172,7 +164,8 @@ def _classifier_class() -> type:
                 self.label_names: list[str] = []
 
             def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-                return self.body((pixel_values - self.mean) / self.std)
+                mean, std = cast(torch.Tensor, self.mean), cast(torch.Tensor, self.std)
+                return self.body((pixel_values - mean) / std)
 
         ImageClassifier.__module__ = __name__
         ImageClassifier.__qualname__ = "ImageClassifier"
@@ -215,7 +208,7 @@ def build_model(config: dict[str, Any], *, base_dir: Path) -> nn.Module:
             "dropout": config["dropout"],
         }
         try:
-            accepted = inspect.signature(cls).parameters
+            accepted: Mapping[str, inspect.Parameter] = inspect.signature(cls).parameters
         except (TypeError, ValueError):
             accepted = {}
         takes_all = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values())
@@ -255,9 +248,7 @@ def _collate(items: list[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, torch.
     }
 
 
-def save_sample_grid(
-    originals: torch.Tensor, augmented: torch.Tensor, path: Path, *, per_row: int = 8
-) -> None:
+def save_sample_grid(originals: torch.Tensor, augmented: torch.Tensor, path: Path, *, per_row: int = 8) -> None:
     """PNG of rows of originals, each followed by a row of their augmented versions, upscaled."""
     import numpy as np
     import torch
@@ -283,39 +274,28 @@ def save_sample_grid(
     image.save(path)
 
 
-class ImageClassificationTrainer(BaseTrainer):
+class ImageClassificationTrainer(TorchClassifierTrainer[ImageClassificationSettings]):
     """Image classification with a small CNN or a user module, plus batched augmentation."""
 
     kind = "image_classification"
     Settings = ImageClassificationSettings
-    supports_workers = True
-    tunable = TORCH_TUNABLES | _IMAGE_TUNABLES
+    task_tunables = _IMAGE_TUNABLES
 
     settings: ImageClassificationSettings
 
     def warm(self) -> None:
         """Import torch, the shared loop and the augmentation ops."""
-        import torch  # noqa: F401
-
         import hpsearch.data._augment  # noqa: F401
-        import hpsearch.trainers.torch._loop  # noqa: F401
 
-    def hyperparameters(self, params: dict[str, Any]) -> ImageClassificationSettings:
+        super().warm()
+
+    def merged_params(self, params: dict[str, Any]) -> dict[str, Any]:
         """The settings with a trial's ``params`` applied (preset first, explicit knobs win)."""
         explicit = self.settings.model_dump(exclude_unset=True)
         chosen = {**explicit, **params}
         preset = chosen.get("augmentation_preset")
         base = AUGMENTATION_PRESETS[AugmentationPreset(preset)] if preset is not None else {}
-        merged = {**self.settings.model_dump(), **base, **chosen}
-        try:
-            return ImageClassificationSettings.model_validate(merged)
-        except ValidationError as err:
-            first = err.errors()[0]
-            where = ".".join(str(p) for p in first["loc"])
-            prefix = "search_space" if first["loc"] and first["loc"][0] in params else "trainer"
-            raise ConfigError(
-                f"{prefix}.{where}: {first['msg']} (got {first.get('input')!r})"
-            ) from err
+        return {**self.settings.model_dump(), **base, **chosen}
 
     def _load(self, s: ImageClassificationSettings) -> ImageSplits:
         from hpsearch.data._images import ImageDataError, split_images
@@ -359,10 +339,6 @@ class ImageClassificationTrainer(BaseTrainer):
 
     # ------------------------------------------------------------ BaseTrainer
 
-    def metrics(self) -> frozenset[str]:
-        """The validation metrics reported each epoch (``loss`` is ``val_loss``)."""
-        return frozenset(OBJECTIVES)
-
     def validate(self, param_names: set[str]) -> None:
         """Check searched names, the model spec (built once on the real shapes) and the data.
 
@@ -370,11 +346,7 @@ class ImageClassificationTrainer(BaseTrainer):
             ConfigError: naming ``trainer.<field>`` or ``search_space.<name>``.
         """
         super().validate(param_names)
-        if self.objective not in OBJECTIVES:
-            raise ConfigError(
-                f"objective.metric: {self.objective!r} is not an image_classification metric; "
-                f"use one of {', '.join(OBJECTIVES)}"
-            )
+        self.require_objective(self.objective, error=ConfigError, field="objective.metric")
         s = self.hyperparameters({})
         splits = self._load(s)
         if s.model != "cnn":
@@ -383,9 +355,7 @@ class ImageClassificationTrainer(BaseTrainer):
             except ConfigError:
                 raise
             except Exception as err:  # noqa: BLE001 - the user's class failed to build
-                raise ConfigError(
-                    f"trainer.model: building {s.model!r} raised {type(err).__name__}: {err}"
-                ) from None
+                raise ConfigError(f"trainer.model: building {s.model!r} raised {type(err).__name__}: {err}") from None
 
     @staticmethod
     def load_model(path: str | Path) -> nn.Module:
@@ -402,100 +372,61 @@ class ImageClassificationTrainer(BaseTrainer):
         model.load_state_dict(state)
         return model.eval()
 
-    def run(self, params: dict[str, Any], ctx: TrialContext) -> dict[str, float]:
-        """Train one model with ``params`` over the settings; return final metrics.
+    # ------------------------------------------------------------ TorchClassifierTrainer
 
-        Metrics: accuracy, f1_macro, val_loss, train_loss, epochs_run, steps,
-        test_* when ``test_fraction`` > 0, time_load / time_train / time_eval /
-        time_save in seconds and n_parameters.
+    def start_run(self, s: ImageClassificationSettings, ctx: TrialContext, rank: int) -> ClassifierRun:
+        """Load and split the images, build the model and this rank's batch augmenter.
+
+        Adds the ``n_parameters`` metric; keeps data sizes, labels, the
+        augmentation and ``n_parameters`` as trial attributes.
         """
-        import torch
-
         from hpsearch.data._augment import BatchAugmenter
 
-        if ctx.objective not in OBJECTIVES:
-            raise TrainerError(
-                f"objective: {ctx.objective!r} is not an image_classification metric; "
-                f"use one of {', '.join(OBJECTIVES)}"
-            )
-        t_start = time.perf_counter()
-        s = self.hyperparameters(params)
-        torch.set_num_threads(ctx.resources.threads)
-        seed_everything(s.seed)
         splits = self._load(s)
         config = self.saved_config(s, splits)
         model = build_model(config, base_dir=self.study_dir)
-        time_load = time.perf_counter() - t_start
-
-        import torch.distributed as dist
-
-        distributed = dist.is_available() and dist.is_initialized()
-        rank = dist.get_rank() if distributed else 0
-        num_classes = len(splits.label_names)
         augmentation = s.augmentation()
         # Each rank draws its own augmentations; the same seed repeats them.
-        augmenter = BatchAugmenter(augmentation, num_classes=num_classes, seed=s.seed * 1009 + rank)
+        augmenter = BatchAugmenter(augmentation, num_classes=len(splits.label_names), seed=s.seed * 1009 + rank)
+        n_parameters = sum(p.numel() for p in model.parameters())
         ctx.set_user_attr("data_sizes", splits.sizes())
         ctx.set_user_attr("label_names", list(splits.label_names))
         ctx.set_user_attr("augmentation", augmentation.model_dump(mode="json"))
-        ctx.set_user_attr("n_parameters", sum(p.numel() for p in model.parameters()))
-
-        result = train_loop(
-            model,
-            _ImageDataset(splits.train),
-            _ImageDataset(splits.val),
-            s,
-            ctx,
-            num_classes=num_classes,
+        ctx.set_user_attr("n_parameters", n_parameters)
+        return ClassifierRun(
+            model=model,
+            train=_ImageDataset(splits.train),
+            val=_ImageDataset(splits.val),
+            test=_ImageDataset(splits.test) if splits.test is not None else None,
+            label_names=splits.label_names,
             train_collate=_collate,
             eval_collate=_collate,
             forward=_image_forward,
             train_transform=augmenter if augmenter.active else None,
+            test_batch_size=max(s.batch_size, 256),
+            extra_metrics={"n_parameters": float(n_parameters)},
+            state={"config": config, "augmentation": augmentation, "train": splits.train},
         )
-        metrics = loop_metrics(result, ctx)
-        metrics["n_parameters"] = float(sum(p.numel() for p in model.parameters()))
-        time_eval = result.time_eval
-        if splits.test is not None and rank == 0:
-            t0 = time.perf_counter()
-            test = evaluate(
-                model,
-                _ImageDataset(splits.test),
-                collate_fn=_collate,
-                num_classes=num_classes,
-                batch_size=max(s.batch_size, 256),
-                forward=_image_forward,
-            )
-            metrics.update(test.metrics("test_"))
-            time_eval += time.perf_counter() - t0
 
-        t0 = time.perf_counter()
-        store_curve(ctx, result, splits.label_names, write=rank == 0)
-        if rank == 0:
-            out = ctx.artifact_dir
-            if s.sample_grid:
-                try:
-                    self._save_samples(augmentation, splits.train, s, out / SAMPLES_FILE)
-                except ImportError:  # the PNG is a nicety: say why it is missing
-                    ctx.set_user_attr(
-                        "augmented_samples", "not saved: Pillow is missing (pip install -e '.[image]')"
-                    )
-            if s.save_model:
-                folder = out / "model"
-                folder.mkdir(exist_ok=True)
-                (folder / CONFIG_FILE).write_text(json.dumps(config, indent=1))
-                state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-                torch.save(state, folder / WEIGHTS_FILE)
-        metrics.update(
-            time_load=time_load,
-            time_eval=time_eval,
-            time_save=time.perf_counter() - t0,
-        )
-        return metrics
+    def save_outputs(self, job: ClassifierRun, s: ImageClassificationSettings, ctx: TrialContext) -> None:
+        """``augmented_samples.png`` (``sample_grid``) and ``model/`` (``save_model``)."""
+        out = ctx.artifact_dir
+        if s.sample_grid:
+            try:
+                self._save_samples(job.state["augmentation"], job.state["train"], s, out / SAMPLES_FILE)
+            except ImportError:  # the PNG is a nicety: say why it is missing
+                ctx.set_user_attr("augmented_samples", "not saved: Pillow is missing (pip install -e '.[image]')")
+        if s.save_model:
+            import torch
+
+            folder = out / "model"
+            folder.mkdir(exist_ok=True)
+            (folder / CONFIG_FILE).write_text(json.dumps(job.state["config"], indent=1))
+            state = {k: v.detach().cpu() for k, v in job.model.state_dict().items()}
+            torch.save(state, folder / WEIGHTS_FILE)
 
     @staticmethod
-    def _save_samples(
-        augmentation: Augmentation, train: ImageSet, s: ImageClassificationSettings, path: Path
-    ) -> None:
+    def _save_samples(augmentation: Augmentation, train: ImageSet, s: ImageClassificationSettings, path: Path) -> None:
         """The first ``sample_grid`` training images, and the same images augmented."""
         import torch
 
@@ -511,15 +442,11 @@ class ImageClassificationTrainer(BaseTrainer):
 _DATA: dict[tuple[str, str, Any, Any], ImageSet] = {}
 
 
-def _cached_dataset(
-    dataset: str, base_dir: Path, image_size: tuple[int, int] | None, channels: int | None
-) -> ImageSet:
+def _cached_dataset(dataset: str, base_dir: Path, image_size: tuple[int, int] | None, channels: int | None) -> ImageSet:
     """Loaded images, kept per process (a worker running several trials reads them once)."""
     from hpsearch.data._images import load_image_dataset
 
     key = (dataset, str(base_dir), image_size, channels)
     if key not in _DATA:
-        _DATA[key] = load_image_dataset(
-            dataset, base_dir=base_dir, image_size=image_size, channels=channels
-        )
+        _DATA[key] = load_image_dataset(dataset, base_dir=base_dir, image_size=image_size, channels=channels)
     return _DATA[key]

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import inspect
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from pydantic import Field
@@ -20,45 +22,67 @@ __all__ = ["PythonTrainer", "load_function"]
 _CACHE: dict[tuple[str, str], Callable[..., Any]] = {}
 
 
+def _parse_spec(spec: str, field: str) -> tuple[str, str]:
+    """``(module or file, attribute)`` of ``module:function`` / ``file.py:function``."""
+    target, sep, attr = spec.rpartition(":")
+    if not sep or not target or not attr.isidentifier():
+        raise ConfigError(f"{field}: expected 'module:function' or 'file.py:function', got {spec!r}")
+    return target, attr
+
+
+def _import_file(target: str, base_dir: Path, *, field: str, spec: str) -> ModuleType:
+    """The module of a ``.py`` file (relative paths from ``base_dir``); ``sys.path`` is not touched."""
+    path = Path(target)
+    if not path.is_absolute():
+        path = (base_dir / path).resolve()
+    if not path.is_file():
+        raise ConfigError(f"{field}: file {path} does not exist; fix the path in {spec!r}")
+    name = f"hpsearch_user_{abs(hash(str(path)))}"
+    module_spec = importlib.util.spec_from_file_location(name, path)
+    if module_spec is None or module_spec.loader is None:  # pragma: no cover - a .py file always has one
+        raise ConfigError(f"{field}: cannot load {path} as a Python module")
+    module = importlib.util.module_from_spec(module_spec)
+    # Registered so that pickling, dataclasses and typing can find the module by name.
+    sys.modules[name] = module
+    module_spec.loader.exec_module(module)
+    return module
+
+
+def _import_module(target: str, base_dir: Path) -> ModuleType:
+    """Import ``target`` with the study folder first on ``sys.path`` only while it imports.
+
+    The named module and its siblings resolve from the study folder; afterwards
+    ``sys.path`` is as it was, so a study folder holding ray.py, datasets.py or
+    plotly.py never shadows the packages imported later.
+    """
+    base = str(base_dir)
+    sys.path.insert(0, base)
+    try:
+        return importlib.import_module(target)
+    finally:
+        with contextlib.suppress(ValueError):  # the user's module removed it itself
+            sys.path.remove(base)
+
+
 def load_function(spec: str, base_dir: Path, *, field: str = "trainer.function") -> Callable[..., Any]:
-    """Import ``module:function`` or ``path/to/file.py:function``.
+    """Import ``module:function`` or ``path/to/file.py:function``; leaves ``sys.path`` unchanged.
 
     Only the module or file the user named is imported; a relative file path
     resolves from ``base_dir`` (the study file's folder).
+
+    Raises:
+        ConfigError: naming ``field``, when the spec is malformed, the module
+            cannot be imported or raised while importing, or has no such function.
     """
     key = (spec, str(base_dir))
     if key in _CACHE:
         return _CACHE[key]
-    target, sep, attr = spec.rpartition(":")
-    if not sep or not target or not attr.isidentifier():
-        raise ConfigError(
-            f"{field}: expected 'module:function' or 'file.py:function', got {spec!r}"
-        )
+    target, attr = _parse_spec(spec, field)
     try:
         if target.endswith(".py"):
-            path = Path(target)
-            if not path.is_absolute():
-                path = (base_dir / path).resolve()
-            if not path.is_file():
-                raise ConfigError(f"{field}: file {path} does not exist; fix the path in {spec!r}")
-            name = f"hpsearch_user_{abs(hash(str(path)))}"
-            module_spec = importlib.util.spec_from_file_location(name, path)
-            assert module_spec is not None and module_spec.loader is not None
-            module = importlib.util.module_from_spec(module_spec)
-            sys.modules[name] = module
-            module_spec.loader.exec_module(module)
+            module = _import_file(target, base_dir, field=field, spec=spec)
         else:
-            # The study folder comes first only while the named module imports (it and its
-            # siblings resolve there), then last: a study folder holding ray.py, datasets.py
-            # or plotly.py must not shadow the packages imported after it.
-            base = str(base_dir)
-            sys.path.insert(0, base)
-            try:
-                module = importlib.import_module(target)
-            finally:
-                sys.path.remove(base)
-                if base not in sys.path:
-                    sys.path.append(base)
+            module = _import_module(target, base_dir)
     except ConfigError:
         raise
     except ModuleNotFoundError as e:
@@ -66,9 +90,7 @@ def load_function(spec: str, base_dir: Path, *, field: str = "trainer.function")
             f"{field}: cannot import module {target!r} ({e}); install it, or name a file as 'file.py:{attr}'"
         ) from None
     except Exception as e:  # noqa: BLE001 - the user's module failed while importing
-        raise ConfigError(
-            one_line(f"{field}: importing {target!r} raised {type(e).__name__}: {e}")
-        ) from None
+        raise ConfigError(one_line(f"{field}: importing {target!r} raised {type(e).__name__}: {e}")) from None
     fn = getattr(module, attr, None)
     if not callable(fn):
         raise ConfigError(f"{field}: {target!r} has no function {attr!r}; check the name")
@@ -100,8 +122,7 @@ class PythonTrainer(BaseTrainer):
             n = 1
         if n not in (1, 2):
             raise ConfigError(
-                f"trainer.function: {self.settings.function} takes {n} arguments; "
-                "write f(params) or f(params, ctx)"
+                f"trainer.function: {self.settings.function} takes {n} arguments; write f(params) or f(params, ctx)"
             )
 
     def run(self, params: dict[str, Any], ctx: TrialContext) -> dict[str, float] | float:

@@ -2,8 +2,9 @@
 
 ``validate`` (driver) checks the tokenizer/config and the data cheaply,
 ``prepare`` (driver, once per run) tokenises every split into the on-disk
-cache, and ``run`` (worker) reads that cache, builds the model, and trains it
-with the shared torch loop (:mod:`hpsearch.trainers.torch._loop`).
+cache, and ``run`` (worker, from :class:`~hpsearch.trainers.torch.TorchClassifierTrainer`)
+reads that cache through :meth:`TextClassificationTrainer.start_run`, builds the
+model, and trains it with the shared torch loop.
 """
 
 from __future__ import annotations
@@ -14,23 +15,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import ConfigDict, Field, ValidationError
+from pydantic import ConfigDict, Field
 
 from hpsearch.errors import ConfigError, TrainerError, one_line
-from hpsearch.trainers._base import BaseTrainer, TrainerSettings, TrialContext
-from hpsearch.trainers.torch._loop import (
-    OBJECTIVES,
-    TORCH_TUNABLES,
-    TorchTrainingSettings,
-    evaluate,
-    loop_metrics,
-    seed_everything,
-    store_curve,
-    train_loop,
-)
+from hpsearch.trainers._base import TrainerSettings, TrialContext
+from hpsearch.trainers.torch import ClassifierRun, TorchClassifierTrainer, TorchTrainingSettings
 
 if TYPE_CHECKING:
-    from hpsearch.data._text import CleaningStats, TextSplits
+    from hpsearch.data._text import CleaningStats, PadCollator, TextSplits, TokenizedSplits
 
 __all__ = ["MODEL_ALIASES", "TextClassificationSettings", "TextClassificationTrainer"]
 
@@ -98,7 +90,7 @@ _TEXT_TUNABLES = frozenset(
 
 
 def _looks_like_path(name: str) -> bool:
-    return name.startswith((".", "/", "~")) or os.sep in name and name.count("/") != 1
+    return name.startswith((".", "/", "~")) or (os.sep in name and name.count("/") != 1)
 
 
 def _hub_offline() -> bool:
@@ -127,13 +119,12 @@ def _model_error(name: str, err: BaseException) -> str:
     return f"trainer.model: cannot load {name!r}: {one_line(str(err))}"
 
 
-class TextClassificationTrainer(BaseTrainer):
+class TextClassificationTrainer(TorchClassifierTrainer[TextClassificationSettings]):
     """Sequence classification with any ``AutoModelForSequenceClassification`` model."""
 
     kind = "text_classification"
     Settings = TextClassificationSettings
-    supports_workers = True
-    tunable = TORCH_TUNABLES | _TEXT_TUNABLES
+    task_tunables = _TEXT_TUNABLES
 
     settings: TextClassificationSettings
 
@@ -155,19 +146,6 @@ class TextClassificationTrainer(BaseTrainer):
         local = self.study_dir / Path(name).expanduser()
         return str(local) if local.is_dir() else name
 
-    def hyperparameters(self, params: dict[str, Any]) -> TextClassificationSettings:
-        """The settings with a trial's sampled ``params`` applied (and validated)."""
-        merged = {**self.settings.model_dump(by_alias=True), **params}
-        try:
-            return TextClassificationSettings.model_validate(merged)
-        except ValidationError as err:
-            first = err.errors()[0]
-            where = ".".join(str(p) for p in first["loc"])
-            prefix = "search_space" if first["loc"] and first["loc"][0] in params else "trainer"
-            raise ConfigError(
-                f"{prefix}.{where}: {first['msg']} (got {first.get('input')!r})"
-            ) from err
-
     # ------------------------------------------------------------ loading
 
     def _load_tokenizer(self) -> Any:
@@ -175,9 +153,7 @@ class TextClassificationTrainer(BaseTrainer):
 
         path = self.model_path()
         try:
-            tokenizer = AutoTokenizer.from_pretrained(
-                path, trust_remote_code=self.settings.trust_remote_code
-            )
+            tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=self.settings.trust_remote_code)
         except (OSError, ValueError, ImportError) as err:
             raise ConfigError(_model_error(self.settings.model, err)) from err
         if tokenizer.pad_token is None and tokenizer.eos_token is not None:
@@ -221,10 +197,8 @@ class TextClassificationTrainer(BaseTrainer):
                 if hasattr(config, attr):
                     setattr(config, attr, value)
 
-    def _build_model(
-        self, s: TextClassificationSettings, label_names: tuple[str, ...], tokenizer: Any
-    ) -> Any:
-        from transformers import AutoConfig, AutoModelForSequenceClassification
+    def _build_model(self, s: TextClassificationSettings, label_names: tuple[str, ...], tokenizer: Any) -> Any:
+        from transformers import AutoModelForSequenceClassification
         from transformers.utils import logging as hf_logging
 
         # The classifier head is new by design: keep transformers' load report
@@ -237,39 +211,50 @@ class TextClassificationTrainer(BaseTrainer):
             "label2id": {n: i for i, n in enumerate(label_names)},
         }
         if s.model_overrides is not None:
-            overrides = dict(s.model_overrides)
-            model_type = overrides.pop("model_type", "bert")
-            overrides.setdefault("vocab_size", len(tokenizer))
-            config = AutoConfig.for_model(model_type, **overrides, **labels)
-            if tokenizer.pad_token_id is not None:
-                config.pad_token_id = tokenizer.pad_token_id
-            self._apply_dropouts(config, s)
+            config = self._config_from_overrides(s, labels, tokenizer)
             return AutoModelForSequenceClassification.from_config(config)
         path = self.model_path()
         try:
-            config = AutoConfig.from_pretrained(
-                path, trust_remote_code=s.trust_remote_code, **labels
-            )
-            if getattr(config, "pad_token_id", None) is None:
-                config.pad_token_id = tokenizer.pad_token_id
-            self._apply_dropouts(config, s)
+            config = self._pretrained_config(s, labels, tokenizer)
             return AutoModelForSequenceClassification.from_pretrained(
                 path, config=config, trust_remote_code=s.trust_remote_code
             )
         except (OSError, ValueError) as err:
             raise TrainerError(_model_error(s.model, err)) from err
 
+    def _config_from_overrides(self, s: TextClassificationSettings, labels: dict[str, Any], tokenizer: Any) -> Any:
+        """A fresh config of ``model_config`` (``model_type`` default ``bert``), with dropouts."""
+        from transformers import AutoConfig
+
+        overrides = dict(s.model_overrides or {})
+        model_type = overrides.pop("model_type", "bert")
+        overrides.setdefault("vocab_size", len(tokenizer))
+        config = AutoConfig.for_model(model_type, **overrides, **labels)
+        if tokenizer.pad_token_id is not None:
+            config.pad_token_id = tokenizer.pad_token_id
+        self._apply_dropouts(config, s)
+        return config
+
+    def _pretrained_config(self, s: TextClassificationSettings, labels: dict[str, Any], tokenizer: Any) -> Any:
+        """The saved model's config with the labels, a pad token and the dropouts set."""
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(self.model_path(), trust_remote_code=s.trust_remote_code, **labels)
+        if getattr(config, "pad_token_id", None) is None:
+            config.pad_token_id = tokenizer.pad_token_id
+        self._apply_dropouts(config, s)
+        return config
+
     # ------------------------------------------------------------ BaseTrainer
 
     def warm(self) -> None:
         """Import torch, the shared loop and this model's transformers classes; load the tokenizer."""
-        import torch  # noqa: F401
         from transformers import AutoConfig
         from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING
 
         import hpsearch.data._text  # noqa: F401
-        import hpsearch.trainers.torch._loop  # noqa: F401
 
+        super().warm()
         s = self.settings
         if s.model_overrides is not None:
             config = AutoConfig.for_model(s.model_overrides.get("model_type", "bert"))
@@ -280,10 +265,6 @@ class TextClassificationTrainer(BaseTrainer):
         self._load_tokenizer()
         self._load_splits(s)
 
-    def metrics(self) -> frozenset[str]:
-        """The validation metrics reported each epoch (``loss`` is ``val_loss``)."""
-        return frozenset(OBJECTIVES)
-
     def validate(self, param_names: set[str]) -> None:
         """Check searched names, the tokenizer/config (no weights) and the data.
 
@@ -293,29 +274,7 @@ class TextClassificationTrainer(BaseTrainer):
         super().validate(param_names)
         s = self.settings
         tokenizer = self._load_tokenizer()
-        if s.model_overrides is None:
-            from transformers import AutoConfig
-
-            try:
-                config = AutoConfig.from_pretrained(
-                    self.model_path(), trust_remote_code=s.trust_remote_code
-                )
-            except (OSError, ValueError) as err:
-                raise ConfigError(_model_error(s.model, err)) from err
-            limit = getattr(config, "max_position_embeddings", None)
-            if limit is not None and s.max_length > limit:
-                raise ConfigError(
-                    f"trainer.max_length: {s.max_length} exceeds the model's "
-                    f"max_position_embeddings ({limit}); use at most {limit}"
-                )
-        else:
-            from transformers import AutoConfig
-
-            overrides = dict(s.model_overrides)
-            try:
-                AutoConfig.for_model(overrides.pop("model_type", "bert"), **overrides)
-            except (ValueError, TypeError) as err:
-                raise ConfigError(f"trainer.model_config: {one_line(str(err))}") from err
+        self._check_config(s)
         uses_mask = s.aug_mask_prob > 0 or "aug_mask_prob" in param_names
         if uses_mask and tokenizer.mask_token_id is None:
             raise ConfigError(
@@ -323,6 +282,28 @@ class TextClassificationTrainer(BaseTrainer):
                 "set aug_mask_prob to 0 and do not search it"
             )
         self._load_splits(s)
+
+    def _check_config(self, s: TextClassificationSettings) -> None:
+        """The model's config loads (or ``model_config`` builds one) and fits ``max_length``."""
+        from transformers import AutoConfig
+
+        if s.model_overrides is not None:
+            overrides = dict(s.model_overrides)
+            try:
+                AutoConfig.for_model(overrides.pop("model_type", "bert"), **overrides)
+            except (ValueError, TypeError) as err:
+                raise ConfigError(f"trainer.model_config: {one_line(str(err))}") from err
+            return
+        try:
+            config = AutoConfig.from_pretrained(self.model_path(), trust_remote_code=s.trust_remote_code)
+        except (OSError, ValueError) as err:
+            raise ConfigError(_model_error(s.model, err)) from err
+        limit = getattr(config, "max_position_embeddings", None)
+        if limit is not None and s.max_length > limit:
+            raise ConfigError(
+                f"trainer.max_length: {s.max_length} exceeds the model's "
+                f"max_position_embeddings ({limit}); use at most {limit}"
+            )
 
     @staticmethod
     def load_model(path: str | Path) -> tuple[Any, Any]:
@@ -346,99 +327,66 @@ class TextClassificationTrainer(BaseTrainer):
             cache_dir=self.cache_dir / "tokens",
         )
 
-    def run(self, params: dict[str, Any], ctx: TrialContext) -> dict[str, float]:
-        """Train one model with ``params`` over the settings; return final metrics.
+    # ------------------------------------------------------------ TorchClassifierTrainer
 
-        Metrics: accuracy, f1_macro, val_loss, train_loss, epochs_run, steps,
-        test_* when ``test_fraction`` > 0, and time_load / time_tokenize /
-        time_train / time_eval / time_save in seconds.
+    def start_run(self, s: TextClassificationSettings, ctx: TrialContext, rank: int) -> ClassifierRun:
+        """Read the splits, tokenise them (from the cache when ``prepare`` ran) and build the model.
+
+        Adds the ``time_tokenize`` timing; keeps data sizes, labels, cleaning
+        counts and whether the token cache was hit as trial attributes.
         """
-        import torch
+        from hpsearch.data._text import TokenizedTextDataset, tokenize_splits
 
-        from hpsearch.data._text import (
-            PadCollator,
-            TokenAugmenter,
-            TokenizedTextDataset,
-            tokenize_splits,
-        )
-
-        if ctx.objective not in OBJECTIVES:
-            raise TrainerError(
-                f"objective: {ctx.objective!r} is not a text_classification metric; "
-                f"use one of {', '.join(OBJECTIVES)}"
-            )
-        t_start = time.perf_counter()
-        s = self.hyperparameters(params)
-        torch.set_num_threads(ctx.resources.threads)
-        seed_everything(s.seed)
         splits, stats = self._load_splits(s)
         tokenizer = self._load_tokenizer()
-        time_load = time.perf_counter() - t_start
-
         t0 = time.perf_counter()
-        tokens = tokenize_splits(
-            splits, tokenizer, max_length=s.max_length, cache_dir=self.cache_dir / "tokens"
-        )
+        tokens = tokenize_splits(splits, tokenizer, max_length=s.max_length, cache_dir=self.cache_dir / "tokens")
         time_tokenize = time.perf_counter() - t0
-
-        t0 = time.perf_counter()
         model = self._build_model(s, splits.label_names, tokenizer)
-        time_load += time.perf_counter() - t0
-
-        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        augmenter = TokenAugmenter(
-            mask_prob=s.aug_mask_prob,
-            delete_prob=s.aug_delete_prob,
-            swap_prob=s.aug_swap_prob,
-            mask_token_id=tokenizer.mask_token_id,
-            special_ids=frozenset(tokenizer.all_special_ids),
-        )
-        eval_collate = PadCollator(pad_id)
-        ctx.set_user_attr("data_sizes", splits.sizes())
-        ctx.set_user_attr("label_names", list(splits.label_names))
-        ctx.set_user_attr(
-            "data_cleaning",
-            {"raw": stats.raw, "duplicates": stats.duplicates, "conflicting": stats.conflicting_texts},
-        )
-        ctx.set_user_attr("tokenize_cache_hit", tokens.cache_hit)
-
-        result = train_loop(
-            model,
-            TokenizedTextDataset(tokens.train, splits.train.labels),
-            TokenizedTextDataset(tokens.val, splits.val.labels),
-            s,
-            ctx,
-            num_classes=len(splits.label_names),
-            train_collate=PadCollator(pad_id, augmenter=augmenter, seed=s.seed),
+        _record_data(ctx, splits, stats, tokens)
+        train_collate, eval_collate = _collators(s, tokenizer)
+        has_test = splits.test is not None and tokens.test is not None
+        return ClassifierRun(
+            model=model,
+            train=TokenizedTextDataset(tokens.train, splits.train.labels),
+            val=TokenizedTextDataset(tokens.val, splits.val.labels),
+            test=TokenizedTextDataset(tokens.test, splits.test.labels) if has_test else None,  # type: ignore[arg-type,union-attr]
+            label_names=splits.label_names,
+            train_collate=train_collate,
             eval_collate=eval_collate,
+            test_batch_size=max(s.batch_size, 64),
+            timings={"time_tokenize": time_tokenize},
+            state={"tokenizer": tokenizer},
         )
-        metrics = loop_metrics(result, ctx)
-        time_eval = result.time_eval
 
-        import torch.distributed as dist
+    def save_outputs(self, job: ClassifierRun, s: TextClassificationSettings, ctx: TrialContext) -> None:
+        """``model/``: the model and its tokenizer, in Hugging Face's format (``save_model``)."""
+        if s.save_model:
+            job.model.save_pretrained(ctx.artifact_dir / "model")
+            job.state["tokenizer"].save_pretrained(ctx.artifact_dir / "model")
 
-        is_main = not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
-        if splits.test is not None and tokens.test is not None and is_main:
-            t0 = time.perf_counter()
-            test = evaluate(
-                model,
-                TokenizedTextDataset(tokens.test, splits.test.labels),
-                collate_fn=eval_collate,
-                num_classes=len(splits.label_names),
-                batch_size=max(s.batch_size, 64),
-            )
-            metrics.update(test.metrics("test_"))
-            time_eval += time.perf_counter() - t0
 
-        t0 = time.perf_counter()
-        store_curve(ctx, result, splits.label_names, write=is_main)
-        if is_main and s.save_model:
-            model.save_pretrained(ctx.artifact_dir / "model")
-            tokenizer.save_pretrained(ctx.artifact_dir / "model")
-        metrics.update(
-            time_load=time_load,
-            time_tokenize=time_tokenize,
-            time_eval=time_eval,
-            time_save=time.perf_counter() - t0,
-        )
-        return metrics
+def _collators(s: TextClassificationSettings, tokenizer: Any) -> tuple[PadCollator, PadCollator]:
+    """``(train, eval)`` collators: padding, and token augmentation for training only."""
+    from hpsearch.data._text import PadCollator, TokenAugmenter
+
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    augmenter = TokenAugmenter(
+        mask_prob=s.aug_mask_prob,
+        delete_prob=s.aug_delete_prob,
+        swap_prob=s.aug_swap_prob,
+        mask_token_id=tokenizer.mask_token_id,
+        special_ids=frozenset(tokenizer.all_special_ids),
+    )
+    return PadCollator(pad_id, augmenter=augmenter, seed=s.seed), PadCollator(pad_id)
+
+
+def _record_data(ctx: TrialContext, splits: TextSplits, stats: CleaningStats, tokens: TokenizedSplits) -> None:
+    """Trial attributes describing the data this trial trained on."""
+    ctx.set_user_attr("data_sizes", splits.sizes())
+    ctx.set_user_attr("label_names", list(splits.label_names))
+    ctx.set_user_attr(
+        "data_cleaning",
+        {"raw": stats.raw, "duplicates": stats.duplicates, "conflicting": stats.conflicting_texts},
+    )
+    ctx.set_user_attr("tokenize_cache_hit", tokens.cache_hit)

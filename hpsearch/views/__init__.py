@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from hpsearch.views._compare import (
-    compare,
-    compare_rows,
     COLUMNS,
     FORMATS,
+    compare,
+    compare_rows,
     render,
 )
 from hpsearch.views._dashboard import (
@@ -17,7 +17,6 @@ from hpsearch.views._dashboard import (
     ReadOnlyHTTP,
     build_app,
     host_warning,
-    open_readonly_storage,
     require_extra,
     resolve,
     serve,
@@ -26,9 +25,8 @@ from hpsearch.views._notes import (
     FIGURE_ID,
     NOTE_EVERY_S,
     StudyNote,
-    on_progress,
-    render_note,
     best_over_time_figure,
+    render_note,
 )
 from hpsearch.views._report import (
     FIGURES,
@@ -60,8 +58,6 @@ __all__ = [
     "default_output",
     "host_warning",
     "load_result",
-    "on_progress",
-    "open_readonly_storage",
     "render",
     "render_note",
     "require_extra",

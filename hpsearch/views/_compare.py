@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hpsearch.errors import ConfigError, StorageError, one_line
-from hpsearch.storage import check_storage, mask_url
+from hpsearch.storage import check_storage, mask_url, readonly_engine
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -47,79 +47,71 @@ if TYPE_CHECKING:
 __all__ = ["compare", "compare_rows", "COLUMNS", "FORMATS", "render"]
 
 COLUMNS = [
-    "study", "trainer", "method", "metric", "direction", "best_value", "best_std", "best_params",
-    "best_trial", "complete", "pruned", "failed", "running", "compute_s", "gpu_s",
-    "time_to_best_s", "trials_to_best", "storage",
+    "study",
+    "trainer",
+    "method",
+    "metric",
+    "direction",
+    "best_value",
+    "best_std",
+    "best_params",
+    "best_trial",
+    "complete",
+    "pruned",
+    "failed",
+    "running",
+    "compute_s",
+    "gpu_s",
+    "time_to_best_s",
+    "trials_to_best",
+    "storage",
 ]
 FORMATS = ("table", "csv", "json", "markdown")
 _FINISHED = ("COMPLETE", "PRUNED", "FAIL")
-_STUDY_KEYS = ("hpsearch.trainer", "hpsearch.objective", "hpsearch.config._study", "sklearn.strategy")
+#: The study attribute holding the resolved study YAML (written by the study manager).
+CONFIG_ATTR = "hpsearch.config"
+_STUDY_KEYS = ("hpsearch.trainer", "hpsearch.objective", CONFIG_ATTR, "sklearn.strategy")
+#: A trial row: (trial_id, number, state, datetime_start, datetime_complete).
+_Trial = tuple[int, int, str, Any, Any]
+
+
+#: The columns of Optuna's tables that compare reads: key -> (table, ((column, type), ...)).
+_SCHEMA: dict[str, tuple[str, tuple[tuple[str, str], ...]]] = {
+    "studies": ("studies", (("study_id", "Integer"), ("study_name", "String"))),
+    "directions": ("study_directions", (("study_id", "Integer"), ("objective", "Integer"), ("direction", "String"))),
+    "study_attrs": ("study_user_attributes", (("study_id", "Integer"), ("key", "String"), ("value_json", "Text"))),
+    "trials": (
+        "trials",
+        (
+            ("trial_id", "Integer"),
+            ("number", "Integer"),
+            ("study_id", "Integer"),
+            ("state", "String"),
+            ("datetime_start", "DateTime"),
+            ("datetime_complete", "DateTime"),
+        ),
+    ),
+    "values": (
+        "trial_values",
+        (("trial_id", "Integer"), ("objective", "Integer"), ("value", "Float"), ("value_type", "String")),
+    ),
+    "params": (
+        "trial_params",
+        (("trial_id", "Integer"), ("param_name", "String"), ("param_value", "Float"), ("distribution_json", "Text")),
+    ),
+    "trial_attrs": ("trial_user_attributes", (("trial_id", "Integer"), ("key", "String"), ("value_json", "Text"))),
+}
 
 
 def _tables() -> dict[str, Any]:
-    from sqlalchemy import DateTime, Float, Integer, String, Text, column, table
+    """SQLAlchemy ``table()`` objects for :data:`_SCHEMA` (lightweight: no metadata, no reflection)."""
+    import sqlalchemy
+    from sqlalchemy import column, table
 
     return {
-        "studies": table("studies", column("study_id", Integer), column("study_name", String)),
-        "directions": table(
-            "study_directions", column("study_id", Integer), column("objective", Integer),
-            column("direction", String),
-        ),
-        "study_attrs": table(
-            "study_user_attributes", column("study_id", Integer), column("key", String),
-            column("value_json", Text),
-        ),
-        "trials": table(
-            "trials", column("trial_id", Integer), column("number", Integer), column("study_id", Integer),
-            column("state", String), column("datetime_start", DateTime), column("datetime_complete", DateTime),
-        ),
-        "values": table(
-            "trial_values", column("trial_id", Integer), column("objective", Integer),
-            column("value", Float), column("value_type", String),
-        ),
-        "params": table(
-            "trial_params", column("trial_id", Integer), column("param_name", String),
-            column("param_value", Float), column("distribution_json", Text),
-        ),
-        "trial_attrs": table(
-            "trial_user_attributes", column("trial_id", Integer), column("key", String),
-            column("value_json", Text),
-        ),
+        key: table(name, *(column(col, getattr(sqlalchemy, kind)) for col, kind in cols))
+        for key, (name, cols) in _SCHEMA.items()
     }
-
-
-def _engine(url: str) -> Any:
-    import sqlalchemy
-
-    from hpsearch.storage import sqlite_path
-
-    path = sqlite_path(url)
-    kwargs: dict[str, Any] = {"poolclass": sqlalchemy.pool.NullPool}
-    if path is not None:
-        kwargs["creator"] = _ReadOnlySQLite(str(path))
-    elif url.lower().startswith("postgresql"):
-        kwargs["connect_args"] = {"connect_timeout": 10}  # an unreachable server fails, never hangs
-    return sqlalchemy.create_engine(url, **kwargs)
-
-
-class _ReadOnlySQLite:
-    """Read-only connections: no writes, and no WAL checkpoint into the file on close."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-
-    def __call__(self) -> Any:
-        import sqlite3
-        from urllib.parse import quote
-
-        path = Path(self.path).resolve()
-        # With a WAL file present, a read-write handle would checkpoint it into
-        # the database on close (rewriting the file); a read-only one cannot.
-        # Without one, read-only would leave new -wal/-shm files behind.
-        mode = "ro" if Path(f"{path}-wal").exists() else "rw"
-        con = sqlite3.connect(f"file:{quote(str(path))}?mode={mode}", uri=True, timeout=60, check_same_thread=False)
-        con.execute("PRAGMA query_only=ON")
-        return con
 
 
 def _loads(text: str | None) -> Any:
@@ -164,121 +156,169 @@ def _is_better(a: float, b: float | None, maximize: bool) -> bool:
 
 def _read_storage(url: str, names: list[str] | None) -> list[dict[str, Any]]:
     """Rows for ``names`` (None: every study) in one storage, in the order asked."""
-    import sqlalchemy
-    from sqlalchemy import and_, select
-
     t = _tables()
-    engine = _engine(url)
+    engine = readonly_engine(url)
     try:
         with engine.connect() as con:
-            try:
-                q = select(t["studies"].c.study_id, t["studies"].c.study_name)
-                if names is not None:
-                    q = q.where(t["studies"].c.study_name.in_(names))
-                studies = {name: sid for sid, name in con.execute(q)}
-            except sqlalchemy.exc.OperationalError as e:
-                raise StorageError(
-                    f"storage {mask_url(url)}: not an Optuna storage ({one_line(str(e.orig))[:120]})"
-                ) from None
-            for name in names or []:
-                if name not in studies:
-                    raise StorageError(f"no study named {name!r} in {mask_url(url)}; run it first")
-            order = names if names is not None else sorted(studies, key=lambda n: studies[n])
-            ids = [studies[n] for n in order]
+            order, ids = _study_ids(con, t, url, names)
             if not ids:
                 return []
-            d = t["directions"]
-            directions: dict[int, list[str]] = {}
-            for sid, obj, direction in con.execute(
-                select(d.c.study_id, d.c.objective, d.c.direction).where(d.c.study_id.in_(ids)).order_by(d.c.objective)
-            ):
-                directions.setdefault(sid, []).append(str(direction).lower())
-            sa = t["study_attrs"]
-            attrs: dict[int, dict[str, Any]] = {}
-            for sid, key, value in con.execute(
-                select(sa.c.study_id, sa.c.key, sa.c.value_json).where(
-                    and_(sa.c.study_id.in_(ids), sa.c.key.in_(_STUDY_KEYS))
-                )
-            ):
-                attrs.setdefault(sid, {})[key] = _loads(value)
-            tr = t["trials"]
-            trials: dict[int, list[tuple[int, int, str, Any, Any]]] = {sid: [] for sid in ids}
-            for tid, number, sid, state, start, end in con.execute(
-                select(tr.c.trial_id, tr.c.number, tr.c.study_id, tr.c.state, tr.c.datetime_start, tr.c.datetime_complete)
-                .where(tr.c.study_id.in_(ids))
-            ):
-                trials[sid].append((tid, number, str(state), start, end))
-            v = t["values"]
-            values: dict[int, tuple[float, str]] = {}
-            for tid, value, vtype in con.execute(
-                select(v.c.trial_id, v.c.value, v.c.value_type)
-                .select_from(v.join(tr, tr.c.trial_id == v.c.trial_id))
-                .where(and_(tr.c.study_id.in_(ids), sqlalchemy.cast(tr.c.state, sqlalchemy.String) == "COMPLETE", v.c.objective == 0))
-            ):
-                values[tid] = (value, str(vtype))
-
+            directions, attrs = _study_facts(con, t, ids)
+            trials, values = _trial_rows(con, t, ids)
             rows = [
-                _summarise(order[i], sid, directions.get(sid, []), attrs.get(sid, {}), trials[sid], values, url)
+                _summarise(order[i], directions.get(sid, []), attrs.get(sid, {}), trials[sid], values, url)
                 for i, sid in enumerate(ids)
             ]
-            best_ids = [r["_best_tid"] for r in rows if r["_best_tid"] is not None]
-            params: dict[int, dict[str, Any]] = {}
-            extra: dict[int, dict[str, Any]] = {}
-            if best_ids:
-                p = t["params"]
-                for tid, name, value, dist in con.execute(
-                    select(p.c.trial_id, p.c.param_name, p.c.param_value, p.c.distribution_json)
-                    .where(p.c.trial_id.in_(best_ids))
-                ):
-                    params.setdefault(tid, {})[name] = _external(value, dist)
-                ta = t["trial_attrs"]
-                keys = {"metrics"} | {f"std_test_{r['metric']}" for r in rows if r["metric"]}
-                for tid, key, value in con.execute(
-                    select(ta.c.trial_id, ta.c.key, ta.c.value_json).where(
-                        and_(ta.c.trial_id.in_(best_ids), ta.c.key.in_(sorted(keys)))
-                    )
-                ):
-                    extra.setdefault(tid, {})[key] = _loads(value)
+            params, extra = _best_details(con, t, rows)
     finally:
         engine.dispose()
     for row in rows:
-        tid = row.pop("_best_tid")
-        if tid is None:
-            continue
-        row["best_params"] = params.get(tid, {})
-        found = extra.get(tid, {})
-        std = found.get(f"std_test_{row['metric']}")
-        if std is None:
-            std = (found.get("metrics") or {}).get(f"{row['metric']}_std")
-        row["best_std"] = float(std) if isinstance(std, (int, float)) else None
+        _fill_best(row, params, extra)
     return rows
 
 
-def _summarise(
-    name: str, sid: int, directions: list[str], attrs: dict[str, Any],
-    trials: list[tuple[int, int, str, Any, Any]], values: dict[int, tuple[float, str]], url: str,
-) -> dict[str, Any]:
-    sampler, gpus, workers = _config_facts(attrs.get("hpsearch.config._study"))
-    counts = {"COMPLETE": 0, "PRUNED": 0, "FAIL": 0}
-    running = 0
+def _study_ids(con: Any, t: dict[str, Any], url: str, names: list[str] | None) -> tuple[list[str], list[int]]:
+    """(study names, their ids) in the order asked, or every study by id; a missing name raises."""
+    import sqlalchemy
+    from sqlalchemy import select
+
+    try:
+        q = select(t["studies"].c.study_id, t["studies"].c.study_name)
+        if names is not None:
+            q = q.where(t["studies"].c.study_name.in_(names))
+        studies = {name: sid for sid, name in con.execute(q)}
+    except sqlalchemy.exc.OperationalError as e:
+        raise StorageError(f"storage {mask_url(url)}: not an Optuna storage ({one_line(str(e.orig))[:120]})") from None
+    for name in names or []:
+        if name not in studies:
+            raise StorageError(f"no study named {name!r} in {mask_url(url)}; run it first")
+    order = names if names is not None else sorted(studies, key=lambda n: studies[n])
+    return order, [studies[n] for n in order]
+
+
+def _study_facts(con: Any, t: dict[str, Any], ids: list[int]) -> tuple[dict[int, list[str]], dict[int, dict[str, Any]]]:
+    """Per study id: its directions (in objective order) and the user attributes compare reads."""
+    from sqlalchemy import and_, select
+
+    d = t["directions"]
+    directions: dict[int, list[str]] = {}
+    for sid, _obj, direction in con.execute(
+        select(d.c.study_id, d.c.objective, d.c.direction).where(d.c.study_id.in_(ids)).order_by(d.c.objective)
+    ):
+        directions.setdefault(sid, []).append(str(direction).lower())
+    sa = t["study_attrs"]
+    attrs: dict[int, dict[str, Any]] = {}
+    for sid, key, value in con.execute(
+        select(sa.c.study_id, sa.c.key, sa.c.value_json).where(and_(sa.c.study_id.in_(ids), sa.c.key.in_(_STUDY_KEYS)))
+    ):
+        attrs.setdefault(sid, {})[key] = _loads(value)
+    return directions, attrs
+
+
+def _trial_rows(
+    con: Any, t: dict[str, Any], ids: list[int]
+) -> tuple[dict[int, list[_Trial]], dict[int, tuple[float, str]]]:
+    """Per study id its trials; and the first objective's value of every COMPLETE trial, by trial id."""
+    import sqlalchemy
+    from sqlalchemy import and_, select
+
+    tr = t["trials"]
+    trials: dict[int, list[_Trial]] = {sid: [] for sid in ids}
+    for tid, number, sid, state, start, end in con.execute(
+        select(
+            tr.c.trial_id, tr.c.number, tr.c.study_id, tr.c.state, tr.c.datetime_start, tr.c.datetime_complete
+        ).where(tr.c.study_id.in_(ids))
+    ):
+        trials[sid].append((tid, number, str(state), start, end))
+    v = t["values"]
+    complete = sqlalchemy.cast(tr.c.state, sqlalchemy.String) == "COMPLETE"
+    values: dict[int, tuple[float, str]] = {}
+    for tid, value, vtype in con.execute(
+        select(v.c.trial_id, v.c.value, v.c.value_type)
+        .select_from(v.join(tr, tr.c.trial_id == v.c.trial_id))
+        .where(and_(tr.c.study_id.in_(ids), complete, v.c.objective == 0))
+    ):
+        values[tid] = (value, str(vtype))
+    return trials, values
+
+
+def _best_details(
+    con: Any, t: dict[str, Any], rows: list[dict[str, Any]]
+) -> tuple[dict[int, dict[str, Any]], dict[int, dict[str, Any]]]:
+    """The best trials' params, and their user attributes that may hold the CV spread, by trial id."""
+    from sqlalchemy import and_, select
+
+    best_ids = [r["_best_tid"] for r in rows if r["_best_tid"] is not None]
+    params: dict[int, dict[str, Any]] = {}
+    extra: dict[int, dict[str, Any]] = {}
+    if not best_ids:
+        return params, extra
+    p = t["params"]
+    for tid, name, value, dist in con.execute(
+        select(p.c.trial_id, p.c.param_name, p.c.param_value, p.c.distribution_json).where(p.c.trial_id.in_(best_ids))
+    ):
+        params.setdefault(tid, {})[name] = _external(value, dist)
+    ta = t["trial_attrs"]
+    keys = {"metrics"} | {f"std_test_{r['metric']}" for r in rows if r["metric"]}
+    for tid, key, value in con.execute(
+        select(ta.c.trial_id, ta.c.key, ta.c.value_json).where(
+            and_(ta.c.trial_id.in_(best_ids), ta.c.key.in_(sorted(keys)))
+        )
+    ):
+        extra.setdefault(tid, {})[key] = _loads(value)
+    return params, extra
+
+
+def _fill_best(row: dict[str, Any], params: dict[int, dict[str, Any]], extra: dict[int, dict[str, Any]]) -> None:
+    """Set ``best_params`` and ``best_std`` of a row from its best trial, dropping ``_best_tid``."""
+    tid = row.pop("_best_tid")
+    if tid is None:
+        return
+    row["best_params"] = params.get(tid, {})
+    found = extra.get(tid, {})
+    std = found.get(f"std_test_{row['metric']}")
+    if std is None:
+        std = (found.get("metrics") or {}).get(f"{row['metric']}_std")
+    row["best_std"] = float(std) if isinstance(std, (int, float)) else None
+
+
+def _scan(
+    trials: list[_Trial], values: dict[int, tuple[float, str]], directions: list[str]
+) -> tuple[dict[str, int], list[tuple[int, float]], tuple[float, int, int] | None]:
+    """(counts by state, incl. ``running``; (number, seconds) of finished trials; best (value, number, trial id))."""
+    counts = {"COMPLETE": 0, "PRUNED": 0, "FAIL": 0, "running": 0}
     maximize = bool(directions) and directions[0] == "maximize"
-    best: tuple[float, int, int] | None = None  # value, number, trial_id
+    best: tuple[float, int, int] | None = None
     durations: list[tuple[int, float]] = []
     for tid, number, state, start, end in trials:
-        if state in counts:
+        if state in _FINISHED:
             counts[state] += 1
             secs = (end - start).total_seconds() if start is not None and end is not None else 0.0
             durations.append((number, max(0.0, secs)))
         else:
-            running += 1
+            counts["running"] += 1  # RUNNING and WAITING
         if state == "COMPLETE" and tid in values and len(directions) == 1:
             value, vtype = values[tid]
             if vtype != "FINITE":
                 value = math.inf if vtype == "INF_POS" else -math.inf
             if value is not None and _is_better(value, best[0] if best else None, maximize):
                 best = (value, number, tid)
+    return counts, durations, best
+
+
+def _summarise(
+    name: str,
+    directions: list[str],
+    attrs: dict[str, Any],
+    trials: list[_Trial],
+    values: dict[int, tuple[float, str]],
+    url: str,
+) -> dict[str, Any]:
+    """One compare row (``best_params`` and ``best_std`` filled later), plus ``_best_tid``."""
+    sampler, gpus, workers = _config_facts(attrs.get(CONFIG_ATTR))
+    counts, durations, best = _scan(trials, values, directions)
     compute = sum(s for _, s in durations)
-    row: dict[str, Any] = {
+    return {
         "study": name,
         "trainer": attrs.get("hpsearch.trainer") or "",
         "method": attrs.get("sklearn.strategy") or sampler or "",
@@ -291,7 +331,7 @@ def _summarise(
         "complete": counts["COMPLETE"],
         "pruned": counts["PRUNED"],
         "failed": counts["FAIL"],
-        "running": running,
+        "running": counts["running"],
         "compute_s": compute,
         "gpu_s": compute * gpus * workers if gpus > 0 else None,
         "time_to_best_s": sum(s for n, s in durations if n <= best[1]) if best else None,
@@ -299,12 +339,9 @@ def _summarise(
         "storage": mask_url(url),
         "_best_tid": best[2] if best else None,
     }
-    return row
 
 
-def _targets(
-    studies: Iterable[str | Path | StudyConfig], storage: str | None
-) -> list[tuple[str, str]]:
+def _targets(studies: Iterable[str | Path | StudyConfig], storage: str | None) -> list[tuple[str, str]]:
     """(storage URL, study name) for each study file, config or (with ``storage``) name."""
     from hpsearch.config import StudyConfig, load_config
 
@@ -323,9 +360,7 @@ def _targets(
     return out
 
 
-def compare(
-    studies: Sequence[str | Path | StudyConfig] | None = None, *, storage: str | None = None
-) -> pd.DataFrame:
+def compare(studies: Sequence[str | Path | StudyConfig] | None = None, *, storage: str | None = None) -> pd.DataFrame:
     """One row per study (see the module docstring for the columns); reads, never writes.
 
     Args:
@@ -394,7 +429,10 @@ def render(rows: list[dict[str, Any]] | pd.DataFrame, fmt: str) -> str:
         writer.writerow(columns)
         for r in records:
             writer.writerow(
-                [json.dumps(v, ensure_ascii=False) if isinstance(v, dict) else ("" if v is None else v) for v in r.values()]
+                [
+                    json.dumps(v, ensure_ascii=False) if isinstance(v, dict) else ("" if v is None else v)
+                    for v in r.values()
+                ]
             )
         return buf.getvalue().rstrip("\n")
     cols = [c for c in columns if c != "storage"] if fmt == "table" else columns
@@ -404,6 +442,6 @@ def render(rows: list[dict[str, Any]] | pd.DataFrame, fmt: str) -> str:
         lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in cells]
         return "\n".join(lines)
     widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(cols)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths)).rstrip()]
-    lines += ["  ".join(x.ljust(w) for x, w in zip(row, widths)).rstrip() for row in cells]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)).rstrip()]
+    lines += ["  ".join(x.ljust(w) for x, w in zip(row, widths, strict=True)).rstrip() for row in cells]
     return "\n".join(lines)

@@ -16,7 +16,7 @@ independent layers stand in the way of every write:
 2. :class:`ReadOnlyArtifactStore`: artifacts can be read, never written or
    removed. optuna-dashboard removes a study's artifacts *before* it deletes the
    study in storage, so a read-only storage alone would not save them.
-3. :func:`open_readonly_storage`: connections that cannot write.
+3. :func:`hpsearch.storage.open_readonly_storage`: connections that cannot write.
 """
 
 from __future__ import annotations
@@ -26,19 +26,10 @@ import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any
 
 from hpsearch.errors import ConfigError, HpsearchError, StorageError, one_line
-from hpsearch.storage._urls import (
-    check_storage,
-    mask_secrets,
-    mask_url,
-    sqlite_path,
-    url_password,
-)
-
-if TYPE_CHECKING:
-    import optuna
+from hpsearch.storage import check_storage, mask_url, open_readonly_storage, sqlite_path
 
 __all__ = [
     "LOOPBACK_HOSTS",
@@ -48,7 +39,6 @@ __all__ = [
     "ReadOnlyHTTP",
     "build_app",
     "host_warning",
-    "open_readonly_storage",
     "require_extra",
     "resolve",
     "serve",
@@ -111,35 +101,6 @@ def resolve(study: str | Path | None, storage: str | None) -> DashboardTarget:
         artifacts = path.resolve().parent / "hpsearch-artifacts" if path is not None else None
     check_storage(url, file=file, field="storage" if study is not None else "--storage", must_exist=True)
     return DashboardTarget(url, artifacts)
-
-
-def open_readonly_storage(url: str) -> optuna.storages.RDBStorage:
-    """Optuna's RDBStorage on ``url`` through connections that cannot write.
-
-    Tables are never created; SQLite connections are read-only (see
-    :class:`hpsearch.views._compare._ReadOnlySQLite`), PostgreSQL sessions run with
-    ``default_transaction_read_only``. Any write raises.
-    """
-    import optuna
-
-    from hpsearch.views._compare import _ReadOnlySQLite
-
-    path = sqlite_path(url)
-    engine_kwargs: dict[str, Any]
-    if path is not None:
-        engine_kwargs = {"creator": _ReadOnlySQLite(str(path))}
-    elif url.lower().startswith("postgresql"):
-        engine_kwargs = {
-            "pool_pre_ping": True,
-            "connect_args": {"connect_timeout": 10, "options": "-c default_transaction_read_only=on"},
-        }
-    else:
-        engine_kwargs = {"pool_pre_ping": True}
-    try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, skip_table_creation=True)
-    except Exception as e:  # noqa: BLE001 - every driver error means "cannot read it"
-        msg = mask_secrets(one_line(str(e).split("\n")[0]), url_password(url))
-        raise StorageError(f"storage {mask_url(url)}: not readable as an Optuna storage: {msg[:300]}") from None
 
 
 class ReadOnlyArtifactStore:
@@ -215,7 +176,7 @@ def _drain(environ: dict[str, Any]) -> None:
 def build_app(target: DashboardTarget) -> ReadOnlyHTTP:
     """optuna-dashboard's WSGI app on ``target``, behind all three read-only layers."""
     require_extra("optuna_dashboard")
-    import optuna_dashboard  # type: ignore[import-untyped]
+    import optuna_dashboard
 
     storage = open_readonly_storage(target.storage_url)
     store = None
@@ -231,14 +192,13 @@ def serve(target: DashboardTarget, *, host: str = "127.0.0.1", port: int = 8080)
     adapter); only the app it runs is wrapped.
     """
     app = build_app(target)
-    import bottle  # type: ignore[import-untyped]  # optuna-dashboard's web framework
+    import bottle  # optuna-dashboard's web framework
 
     has_arts = target.artifact_dir is not None and target.artifact_dir.is_dir()
     arts = f", artifacts {target.artifact_dir}" if has_arts else ", no artifact folder"
     shown = f"[{host}]" if ":" in host else host
     print(
-        f"optuna-dashboard on {mask_url(target.storage_url)} (read-only{arts}): "
-        f"http://{shown}:{port}/dashboard",
+        f"optuna-dashboard on {mask_url(target.storage_url)} (read-only{arts}): http://{shown}:{port}/dashboard",
         file=sys.stderr,
         flush=True,
     )

@@ -1,8 +1,9 @@
 """The live study note in optuna-dashboard: config, progress, baselines, and a figure.
 
-The study manager calls :func:`on_progress` whenever its progress changes. At
-most every :data:`NOTE_EVERY_S` seconds (and once more when the study ends) it
-writes, as the study's only writer:
+:class:`StudyNote` is a study callback (:class:`~hpsearch.study.BaseCallback`):
+when the study starts, whenever a trial ends, and when the study ends, it
+writes, at most every :data:`NOTE_EVERY_S` seconds (and once more when the
+study is finished), as the study's only writer:
 
 * a Markdown note (``optuna_dashboard.save_note``): progress, best value, a
   table against the baselines named in ``compare_with``, the best params and
@@ -23,18 +24,19 @@ import math
 import socket
 import threading
 import time
-import weakref
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from hpsearch.errors import one_line
+from hpsearch.study._callbacks import BaseCallback, StudyStatus
+from hpsearch.views._format import duration as _duration
+from hpsearch.views._format import fmt as _fmt
+from hpsearch.views._format import md_cell as _cell
 
 if TYPE_CHECKING:
     import optuna
 
-    from hpsearch.study._manager import StudyManager
-
-__all__ = ["FIGURE_ID", "NOTE_EVERY_S", "StudyNote", "on_progress", "render_note", "best_over_time_figure"]
+__all__ = ["FIGURE_ID", "NOTE_EVERY_S", "StudyNote", "render_note", "best_over_time_figure"]
 
 log = logging.getLogger("hpsearch.notes")
 
@@ -44,18 +46,6 @@ BASELINE_EVERY_S = 60.0
 #: The last note of a study waits at most this long for a baseline read still in flight.
 BASELINE_FINAL_WAIT_S = 5.0
 FIGURE_ID = "hpsearch-best-over-time"
-_NOTES: weakref.WeakKeyDictionary[Any, StudyNote] = weakref.WeakKeyDictionary()
-
-
-def on_progress(manager: StudyManager, study: optuna.Study) -> None:
-    """Hook for :class:`~hpsearch.study._manager.StudyManager`: update the note if it is due. Never raises."""
-    try:
-        note = _NOTES.get(manager)
-        if note is None:
-            note = _NOTES[manager] = StudyNote(manager)
-        note.maybe_write(study)
-    except Exception as e:  # noqa: BLE001 - a note must never fail a study
-        _warn_once(manager, e)
 
 
 _warned: set[tuple[int, str]] = set()
@@ -68,7 +58,8 @@ def _warn_once(owner: Any, err: BaseException) -> None:
     _warned.add(key)
     from hpsearch.storage import mask_secrets
 
-    log.warning("dashboard note not updated (the study goes on): %s", mask_secrets(one_line(f"{type(err).__name__}: {err}"))[:300])
+    text = mask_secrets(one_line(f"{type(err).__name__}: {err}"))[:300]
+    log.warning("dashboard note not updated (the study goes on): %s", text)
 
 
 @dataclass
@@ -114,31 +105,18 @@ def summarise(trials: list[optuna.trial.FrozenTrial], maximize: bool) -> _Summar
     return s
 
 
-def _fmt(v: Any, digits: int = 4) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "–"
-    if isinstance(v, float):
-        return f"{v:.{digits}g}"
-    return str(v)
-
-
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "–"
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.1f} h"
-
-
-def _cell(text: Any) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
-
-
 def render_note(
-    *, name: str, description: str, metric: str, direction: str, state: str, total: int | None,
-    summary: _Summary, baselines: list[dict[str, Any]], config_yaml: str, method: str,
+    *,
+    name: str,
+    description: str,
+    metric: str,
+    direction: str,
+    state: str,
+    total: int | None,
+    summary: _Summary,
+    baselines: list[dict[str, Any]],
+    config_yaml: str,
+    method: str,
     updated: str,
 ) -> str:
     """The study note as Markdown (pure function: the tests check it without a database)."""
@@ -157,25 +135,7 @@ def render_note(
         f"_{direction} {metric} · updated {updated}_",
     ]
     if baselines:
-        lines += ["", "### Compared with baselines", "",
-                  f"| study | method | best {metric} | ± | trials | compute | this study vs it |",
-                  "|---|---|---|---|---|---|---|",
-                  f"| **{_cell(name)}** (this study) | {_cell(method)} | **{_fmt(s.best)}** | | {s.complete} | "
-                  f"{_duration(s.compute_s)} | |"]
-        for b in baselines:
-            if b.get("error"):
-                lines.append(f"| {_cell(b['study'])} | | – | | | | {_cell(b['error'])} |")
-                continue
-            diff = ""
-            if s.best is not None and b.get("best_value") is not None:
-                d = s.best - b["best_value"]
-                ahead = d > 0 if maximize else d < 0
-                diff = f"{d:+.4g} ({'ahead' if ahead else 'behind' if d else 'level'})"
-            lines.append(
-                f"| {_cell(b['study'])} | {_cell(b.get('method') or b.get('trainer') or '')} | "
-                f"{_fmt(b.get('best_value'))} | {_fmt(b.get('best_std'), 2)} | {b.get('complete', 0)} | "
-                f"{_duration(b.get('compute_s'))} | {diff} |"
-            )
+        lines += _baseline_table(name, metric, method, maximize, s, baselines)
     if s.best_params:
         lines += ["", "### Best params", "", "| param | value |", "|---|---|"]
         lines += [f"| {_cell(k)} | {_cell(_fmt(v, 6))} |" for k, v in s.best_params.items()]
@@ -183,34 +143,87 @@ def render_note(
     return "\n".join(lines) + "\n"
 
 
-def best_over_time_figure(
-    name: str, metric: str, summary: _Summary, baselines: list[dict[str, Any]]
-) -> Any:
+def _baseline_table(
+    name: str, metric: str, method: str, maximize: bool, s: _Summary, baselines: list[dict[str, Any]]
+) -> list[str]:
+    """The note's "Compared with baselines" section: this study's row, then one per baseline."""
+    lines = [
+        "",
+        "### Compared with baselines",
+        "",
+        f"| study | method | best {metric} | ± | trials | compute | this study vs it |",
+        "|---|---|---|---|---|---|---|",
+        f"| **{_cell(name)}** (this study) | {_cell(method)} | **{_fmt(s.best)}** | | {s.complete} | "
+        f"{_duration(s.compute_s)} | |",
+    ]
+    for b in baselines:
+        if b.get("error"):
+            lines.append(f"| {_cell(b['study'])} | | – | | | | {_cell(b['error'])} |")
+            continue
+        diff = ""
+        if s.best is not None and b.get("best_value") is not None:
+            d = s.best - b["best_value"]
+            ahead = d > 0 if maximize else d < 0
+            diff = f"{d:+.4g} ({'ahead' if ahead else 'behind' if d else 'level'})"
+        lines.append(
+            f"| {_cell(b['study'])} | {_cell(b.get('method') or b.get('trainer') or '')} | "
+            f"{_fmt(b.get('best_value'))} | {_fmt(b.get('best_std'), 2)} | {b.get('complete', 0)} | "
+            f"{_duration(b.get('compute_s'))} | {diff} |"
+        )
+    return lines
+
+
+def best_over_time_figure(name: str, metric: str, summary: _Summary, baselines: list[dict[str, Any]]) -> Any:
     """Plotly figure: each trial's value, the best so far, and each baseline's best as a line."""
     import plotly.graph_objects as go
 
     fig = go.Figure()
     xs = [c[0] for c in summary.curve]
-    fig.add_trace(go.Scatter(x=xs, y=[c[1] for c in summary.curve], mode="markers", name="trial",
-                             marker={"color": "#9aa5b1", "size": 7}))
-    fig.add_trace(go.Scatter(x=xs, y=[c[2] for c in summary.curve], mode="lines", name=f"best {name}",
-                             line={"color": "#2563eb", "width": 3, "shape": "hv"}))
+    fig.add_trace(
+        go.Scatter(
+            x=xs, y=[c[1] for c in summary.curve], mode="markers", name="trial", marker={"color": "#9aa5b1", "size": 7}
+        )
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=xs,
+            y=[c[2] for c in summary.curve],
+            mode="lines",
+            name=f"best {name}",
+            line={"color": "#2563eb", "width": 3, "shape": "hv"},
+        )
+    )
     palette = ["#dc2626", "#16a34a", "#9333ea", "#ea580c"]
     for i, b in enumerate(b for b in baselines if b.get("best_value") is not None):
-        fig.add_hline(y=b["best_value"], line_dash="dash", line_color=palette[i % len(palette)],
-                      annotation_text=f"{b['study']} {b['best_value']:.4g}", annotation_position="bottom right")
+        fig.add_hline(
+            y=b["best_value"],
+            line_dash="dash",
+            line_color=palette[i % len(palette)],
+            annotation_text=f"{b['study']} {b['best_value']:.4g}",
+            annotation_position="bottom right",
+        )
     fig.update_layout(
-        template="none", title={"text": f"Best {metric} over time"}, height=360,
-        xaxis_title="time", yaxis_title=metric, margin={"l": 60, "r": 20, "t": 50, "b": 50},
+        template="none",
+        title={"text": f"Best {metric} over time"},
+        height=360,
+        xaxis_title="time",
+        yaxis_title=metric,
+        margin={"l": 60, "r": 20, "t": 50, "b": 50},
         legend={"orientation": "h", "y": -0.25},
     )
     return fig
 
 
-class StudyNote:
-    """Writes one manager's study note; the decisions of *when* live here."""
+class StudyNote(BaseCallback):
+    """Writes one study's note; the decisions of *when* live here. Never raises.
 
-    def __init__(self, manager: StudyManager) -> None:
+    Args:
+        manager: The study's manager; only its public ``config`` and
+            ``prepared.storage_url`` are read (the counts arrive as a
+            :class:`~hpsearch.study.StudyStatus` with each call).
+    """
+
+    def __init__(self, manager: Any) -> None:
         import importlib.util
 
         self.manager = manager
@@ -225,31 +238,34 @@ class StudyNote:
         if not self.enabled:
             log.info("optuna-dashboard is not installed: no study note (pip install 'hpsearch[dashboard]')")
 
-    def _finished(self) -> bool:
-        m = self.manager
-        if m._running:
-            return False
-        st = m._stats
-        return (
-            m.prepared.trainer.imports_trials
-            or (st.total is not None and st.done >= st.total)
-            or m._failures >= m.config.max_failures
-            or m._interrupts > 0
-        )
+    def on_study_start(self, study: optuna.Study, status: StudyStatus) -> None:
+        self._safely(study, status)
 
-    def maybe_write(self, study: optuna.Study) -> None:
+    def on_trial_end(self, study: optuna.Study, number: int, status: StudyStatus) -> None:
+        self._safely(study, status)
+
+    def on_study_end(self, study: optuna.Study, status: StudyStatus) -> None:
+        self._safely(study, status)
+
+    def _safely(self, study: optuna.Study, status: StudyStatus) -> None:
+        try:
+            self.maybe_write(study, status)
+        except Exception as e:  # noqa: BLE001 - a note must never fail a study
+            _warn_once(self, e)
+
+    def maybe_write(self, study: optuna.Study, status: StudyStatus) -> None:
+        """Write the note if it is the first, due (changed and :data:`NOTE_EVERY_S` passed) or the last."""
         if not self.enabled:
             return
-        st = self.manager._stats
-        key = (st.done, st.pruned, st.failed, st.running, st.best)
+        key = (status.done, status.pruned, status.failed, status.running, status.best)
         now = time.monotonic()
         first = self.last_key is None
         due = now - self.last_write >= NOTE_EVERY_S and key != self.last_key
-        final = self._finished() and key != self.last_key
+        final = status.finished and key != self.last_key
         if not (first or due or final):
             return
         self.last_write, self.last_key = now, key
-        self.write(study, final=self._finished())
+        self.write(study, status)
 
     def baselines(self, *, final: bool = False) -> list[dict[str, Any]]:
         """The baseline rows known now; a refresh runs in a thread, never in the manager's loop.
@@ -273,17 +289,19 @@ class StudyNote:
             self._reader.join(BASELINE_FINAL_WAIT_S)  # type: ignore[union-attr]
         if self._baselines:
             return list(self._baselines)
-        return [{"study": p.stem, "error": "not read yet (its storage is slow or unreachable)"}
-                for p in cfg.compare_with_paths()]
+        return [
+            {"study": p.stem, "error": "not read yet (its storage is slow or unreachable)"}
+            for p in cfg.compare_with_paths()
+        ]
 
     def _read_baselines(self) -> None:
         """Read every ``compare_with`` study's row (runs in the reader thread)."""
-        from hpsearch.views._compare import compare_rows
         from hpsearch.errors import HpsearchError
+        from hpsearch.views._compare import compare_rows
 
         cfg = self.manager.config
         rows = []
-        for rel, path in zip(cfg.compare_with, cfg.compare_with_paths()):
+        for rel, path in zip(cfg.compare_with, cfg.compare_with_paths(), strict=False):
             try:
                 try:
                     rows += compare_rows([str(path)])
@@ -291,42 +309,37 @@ class StudyNote:
                     # Run with --storage: the baseline may live in this study's storage.
                     rows += compare_rows([str(path)], storage=self.manager.prepared.storage_url)
             except Exception as e:  # noqa: BLE001 - a baseline row shows the error; the note goes on
-                label = path.stem
-                try:
-                    from hpsearch.config import load_config
-
-                    label = load_config(path).name
-                except HpsearchError:
-                    pass
-                from hpsearch.storage import mask_secrets
-
-                text = f"not run yet: hpsearch run {rel}" if "run it first" in str(e) else mask_secrets(one_line(str(e)))[:120]
-                rows.append({"study": label, "error": text})
+                rows.append({"study": _label(path), "error": _baseline_error(rel, e)})
         self._baselines = rows
 
-    def write(self, study: optuna.Study, *, final: bool) -> None:
+    def write(self, study: optuna.Study, status: StudyStatus) -> None:
+        """Write the note (unless only its time changed) and the figure, now."""
         import optuna_dashboard
 
-        from hpsearch.study._manager import resolved_config_yaml
+        from hpsearch.study._prepare import resolved_config_yaml
 
-        m = self.manager
-        cfg = m.config
+        cfg = self.manager.config
         summary = summarise(study.get_trials(deepcopy=False), cfg.objective.direction == "maximize")
-        baselines = self.baselines(final=final)
-        if m._interrupts:
+        baselines = self.baselines(final=status.finished)
+        if status.interrupted:
             state = "interrupted"
-        elif m._failures >= cfg.max_failures:
+        elif status.out_of_failures:
             state = "stopped (max_failures)"
         else:
-            state = "finished" if final else "running"
+            state = "finished" if status.finished else "running"
         stamp = dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
         updated = f"{stamp} on {socket.gethostname()}"
         body = render_note(
-            name=cfg.name, description=cfg.description, metric=cfg.objective.metric,
-            direction=cfg.objective.direction, state=state,
-            total=None if m.prepared.trainer.imports_trials else m._stats.total, summary=summary,
-            baselines=baselines, config_yaml=resolved_config_yaml(cfg),
-            method=(cfg.trainer_settings.get("strategy") if m.prepared.trainer.imports_trials else cfg.sampler.name) or "",
+            name=cfg.name,
+            description=cfg.description,
+            metric=cfg.objective.metric,
+            direction=cfg.objective.direction,
+            state=state,
+            total=None if status.imports else status.total,
+            summary=summary,
+            baselines=baselines,
+            config_yaml=resolved_config_yaml(cfg),
+            method=(cfg.trainer_settings.get("strategy") if status.imports else cfg.sampler.name) or "",
             updated=updated,
         )
         if body.replace(updated, "") != self.last_body:  # the time alone changed: keep the old note
@@ -335,3 +348,22 @@ class StudyNote:
         if self.has_plotly and summary.curve:
             fig = best_over_time_figure(cfg.name, cfg.objective.metric, summary, baselines)
             optuna_dashboard.save_plotly_graph_object(study, fig, graph_object_id=FIGURE_ID)
+
+
+def _label(path: Any) -> str:
+    """The baseline's study name, or its file's stem when the file cannot be read."""
+    from hpsearch.config import load_config
+    from hpsearch.errors import HpsearchError
+
+    try:
+        return load_config(path).name
+    except HpsearchError:
+        return str(path.stem)
+
+
+def _baseline_error(rel: str, err: Exception) -> str:
+    from hpsearch.storage import mask_secrets
+
+    if "run it first" in str(err):
+        return f"not run yet: hpsearch run {rel}"
+    return mask_secrets(one_line(str(err)))[:120]

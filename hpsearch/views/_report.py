@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hpsearch.views._notes import _duration, _fmt
 from hpsearch.errors import ConfigError, one_line
+from hpsearch.views._format import duration, fmt
 
 if TYPE_CHECKING:
     import optuna
@@ -53,7 +53,11 @@ def _template() -> Any:
 
     return go.layout.Template(
         layout={
-            "font": {"family": "Inter, system-ui, -apple-system, Segoe UI, Roboto, sans-serif", "size": 13, "color": "#1f2937"},
+            "font": {
+                "family": "Inter, system-ui, -apple-system, Segoe UI, Roboto, sans-serif",
+                "size": 13,
+                "color": "#1f2937",
+            },
             "colorway": _COLORS,
             "paper_bgcolor": "rgba(0,0,0,0)",
             "plot_bgcolor": "#ffffff",
@@ -103,7 +107,9 @@ def _figure(kind: str, study: optuna.Study) -> tuple[Any | None, str]:
 
 def _fig_html(fig: Any, div_id: str) -> str:
     return fig.to_html(
-        full_html=False, include_plotlyjs=False, div_id=div_id,
+        full_html=False,
+        include_plotlyjs=False,
+        div_id=div_id,
         config={"displaylogo": False, "responsive": True, "modeBarButtonsToRemove": ["lasso2d", "select2d"]},
     )
 
@@ -125,24 +131,33 @@ def _best_index(rows: list[dict[str, Any]]) -> int | None:
 
 def _compare_table(rows: list[dict[str, Any]]) -> str:
     best = _best_index(rows)
-    head = ("study", "trainer", "method", "best", "± std", "complete", "pruned", "failed",
-            "compute", "to best", "best params")
+    head = (
+        "study",
+        "trainer",
+        "method",
+        "best",
+        "± std",
+        "complete",
+        "pruned",
+        "failed",
+        "compute",
+        "to best",
+        "best params",
+    )
     out = ['<table class="compare" data-figure="compare-table"><thead><tr>']
     out += [f"<th>{h}</th>" for h in head]
     out.append("</tr></thead><tbody>")
     for i, r in enumerate(rows):
-        params = ", ".join(f"{k}={_fmt(v)}" for k, v in (r.get("best_params") or {}).items())
-        to_best = (
-            f"{_duration(r['time_to_best_s'])} · {r['trials_to_best']} trials" if r.get("trials_to_best") else "–"
-        )
+        params = ", ".join(f"{k}={fmt(v)}" for k, v in (r.get("best_params") or {}).items())
+        to_best = f"{duration(r['time_to_best_s'])} · {r['trials_to_best']} trials" if r.get("trials_to_best") else "–"
         cls = ' class="winner"' if i == best and len(rows) > 1 else ""
         badge = ' <span class="badge">best</span>' if cls else ""
         out.append(
             f"<tr{cls}><td class='name'>{_e(r['study'])}{badge}</td><td>{_e(r['trainer'])}</td>"
-            f"<td>{_e(r['method'])}</td><td class='num strong'>{_e(_fmt(r['best_value']))}</td>"
-            f"<td class='num'>{_e(_fmt(r['best_std'], 2))}</td><td class='num'>{r['complete']}</td>"
+            f"<td>{_e(r['method'])}</td><td class='num strong'>{_e(fmt(r['best_value']))}</td>"
+            f"<td class='num'>{_e(fmt(r['best_std'], 2))}</td><td class='num'>{r['complete']}</td>"
             f"<td class='num'>{r['pruned']}</td><td class='num'>{r['failed']}</td>"
-            f"<td class='num'>{_e(_duration(r['compute_s']))}</td><td class='num'>{_e(to_best)}</td>"
+            f"<td class='num'>{_e(duration(r['compute_s']))}</td><td class='num'>{_e(to_best)}</td>"
             f"<td class='params'>{_e(params) or '–'}</td></tr>"
         )
     out.append("</tbody></table>")
@@ -157,10 +172,10 @@ def _cards(studies: list[_Study]) -> str:
         finished = r["complete"] + r["pruned"] + r["failed"]
         out.append(
             f'<div class="kpi" style="--accent:{color}"><div class="kpi-name">{_e(s.name)}</div>'
-            f'<div class="kpi-value">{_e(_fmt(r["best_value"]))}</div>'
+            f'<div class="kpi-value">{_e(fmt(r["best_value"]))}</div>'
             f'<div class="kpi-label">best {_e(r["metric"] or "value")} ({_e(r["direction"])})</div>'
             f'<div class="kpi-meta">{finished} trials · {_e(r["method"] or r["trainer"] or "optuna")} · '
-            f'{_e(_duration(r["compute_s"]))}</div></div>'
+            f"{_e(duration(r['compute_s']))}</div></div>"
         )
     out.append("</div>")
     return "".join(out)
@@ -186,15 +201,25 @@ def _cross_study(studies: list[_Study]) -> str:
             best = v if best is None or (v > best if maximize else v < best) else best
             xs.append(n)
             ys.append(best)
-        fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers", name=s.name, line={"shape": "hv", "width": 3},
-                                 marker={"size": 5}, line_color=_COLORS[i % len(_COLORS)]))
+        fig.add_trace(
+            go.Scatter(
+                x=xs,
+                y=ys,
+                mode="lines+markers",
+                name=s.name,
+                line={"shape": "hv", "width": 3},
+                marker={"size": 5},
+                line_color=_COLORS[i % len(_COLORS)],
+            )
+        )
     metric = studies[0].row["metric"] or "value"
     fig.update_layout(xaxis_title="complete trials", yaxis_title=f"best {metric}")
     _style(fig, 400)
     return (
         '<section class="card wide" data-figure="cross-study"><h3>Best so far, every study</h3>'
         f'<p class="hint">The best {_e(metric)} reached after n complete trials.</p>'
-        + _fig_html(fig, "fig-cross-study") + "</section>"
+        + _fig_html(fig, "fig-cross-study")
+        + "</section>"
     )
 
 
@@ -204,11 +229,13 @@ def _study_section(index: int, s: _Study) -> str:
         f'<section class="study" id="study-{index}" data-study="{_e(s.name)}">'
         f'<h2><span class="dot" style="background:{_COLORS[index % len(_COLORS)]}"></span>{_e(s.name)}</h2>'
         f'<p class="sub">{_e(r["trainer"] or "optuna study")} · {_e(r["method"])} · best trial '
-        f'{_e(_fmt(r["best_trial"]))} · {_e(r["storage"])}</p><div class="grid">'
+        f'{_e(fmt(r["best_trial"]))} · {_e(r["storage"])}</p><div class="grid">'
     ]
     for kind, title, hint in FIGURES:
         fig, why = _figure(kind, s.study)
-        body = _fig_html(_style(fig), f"fig-{index}-{kind}") if fig is not None else f'<div class="empty">{_e(why)}</div>'
+        body = (
+            _fig_html(_style(fig), f"fig-{index}-{kind}") if fig is not None else f'<div class="empty">{_e(why)}</div>'
+        )
         parts.append(
             f'<section class="card" data-figure="{kind}"><h3>{title}</h3><p class="hint">{hint}</p>{body}</section>'
         )
@@ -219,24 +246,28 @@ def _study_section(index: int, s: _Study) -> str:
 _CSS = """
 :root{--bg:#f5f7fb;--fg:#111827;--muted:#6b7280;--card:#fff;--line:#e5e7eb;--brand:#2563eb}
 *{box-sizing:border-box}
-body{margin:0;background:var(--bg);color:var(--fg);font:14px/1.5 Inter,system-ui,-apple-system,"Segoe UI",Roboto,sans-serif}
+body{margin:0;background:var(--bg);color:var(--fg);
+  font:14px/1.5 Inter,system-ui,-apple-system,"Segoe UI",Roboto,sans-serif}
 header.top{background:linear-gradient(120deg,#1e3a8a,#2563eb 55%,#0ea5e9);color:#fff;padding:28px 40px 72px}
 header.top h1{margin:0;font-size:26px;font-weight:700;letter-spacing:-.01em}
 header.top p{margin:6px 0 0;opacity:.85}
 main{max-width:1320px;margin:-52px auto 48px;padding:0 28px}
 .kpis{display:grid;grid-template-columns:repeat(auto-fit,minmax(230px,1fr));gap:16px;margin-bottom:20px}
-.kpi{background:var(--card);border-radius:14px;padding:16px 18px;box-shadow:0 1px 2px rgba(16,24,40,.06),0 8px 24px rgba(16,24,40,.06);border-top:4px solid var(--accent)}
+.kpi{background:var(--card);border-radius:14px;padding:16px 18px;
+  box-shadow:0 1px 2px rgba(16,24,40,.06),0 8px 24px rgba(16,24,40,.06);border-top:4px solid var(--accent)}
 .kpi-name{font-weight:600;color:var(--muted);font-size:13px;white-space:nowrap;overflow:hidden;text-overflow:ellipsis}
 .kpi-value{font-size:32px;font-weight:700;letter-spacing:-.02em;color:var(--accent);margin-top:2px}
 .kpi-label{color:var(--muted);font-size:12px}
 .kpi-meta{margin-top:8px;font-size:12px;color:#374151}
-.card{background:var(--card);border-radius:14px;padding:16px 18px 8px;box-shadow:0 1px 2px rgba(16,24,40,.06),0 8px 24px rgba(16,24,40,.04);min-width:0}
+.card{background:var(--card);border-radius:14px;padding:16px 18px 8px;
+  box-shadow:0 1px 2px rgba(16,24,40,.06),0 8px 24px rgba(16,24,40,.04);min-width:0}
 .card h3{margin:0;font-size:15px}
 .hint{margin:2px 0 6px;color:var(--muted);font-size:12px}
 .wide{margin-bottom:20px}
 .tablecard{overflow-x:auto;margin-bottom:20px;padding-bottom:14px}
 table.compare{border-collapse:collapse;width:100%;font-size:13px;margin-top:8px}
-table.compare th{text-align:left;font-weight:600;color:var(--muted);font-size:12px;text-transform:uppercase;letter-spacing:.04em;border-bottom:2px solid var(--line);padding:8px 10px;white-space:nowrap}
+table.compare th{text-align:left;font-weight:600;color:var(--muted);font-size:12px;text-transform:uppercase;
+  letter-spacing:.04em;border-bottom:2px solid var(--line);padding:8px 10px;white-space:nowrap}
 table.compare td{border-bottom:1px solid var(--line);padding:9px 10px;vertical-align:top}
 table.compare tr:last-child td{border-bottom:0}
 table.compare tr.winner td{background:#eff6ff}
@@ -244,14 +275,17 @@ td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 td.strong{font-weight:700}
 td.name{font-weight:600;white-space:nowrap}
 td.params{font-family:ui-monospace,SFMono-Regular,Menlo,monospace;font-size:12px;color:#374151}
-.badge{display:inline-block;margin-left:6px;padding:1px 8px;border-radius:999px;background:var(--brand);color:#fff;font-size:11px;font-weight:600;vertical-align:1px}
+.badge{display:inline-block;margin-left:6px;padding:1px 8px;border-radius:999px;background:var(--brand);color:#fff;
+  font-size:11px;font-weight:600;vertical-align:1px}
 section.study{margin-top:32px}
 section.study h2{font-size:20px;margin:0;display:flex;align-items:center;gap:10px}
 .dot{width:12px;height:12px;border-radius:50%;display:inline-block}
 .sub{color:var(--muted);margin:2px 0 14px;font-size:12px;word-break:break-all}
 .grid{display:grid;grid-template-columns:repeat(2,minmax(0,1fr));gap:18px}
 @media (max-width:1100px){.grid{grid-template-columns:minmax(0,1fr)}}
-.empty{height:200px;display:flex;align-items:center;justify-content:center;color:var(--muted);background:repeating-linear-gradient(45deg,#fafbfc,#fafbfc 10px,#f3f4f6 10px,#f3f4f6 20px);border-radius:10px;margin:8px 0 10px;padding:0 20px;text-align:center}
+.empty{height:200px;display:flex;align-items:center;justify-content:center;color:var(--muted);
+  background:repeating-linear-gradient(45deg,#fafbfc,#fafbfc 10px,#f3f4f6 10px,#f3f4f6 20px);
+  border-radius:10px;margin:8px 0 10px;padding:0 20px;text-align:center}
 footer{color:var(--muted);font-size:12px;text-align:center;margin:30px 0}
 @media (max-width:640px){header.top{padding:22px 20px 64px}main{padding:0 14px}}
 """
@@ -272,32 +306,36 @@ def render_report(studies: list[_Study], rows: list[dict[str, Any]], *, title: s
     now = dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     names = ", ".join(s.name for s in studies)
     body = [
-        f'<header class="top"><h1>{_e(title)}</h1><p>{_e(names)} · generated {_e(now)} by hpsearch {_e(__version__)}</p></header>',
+        f'<header class="top"><h1>{_e(title)}</h1>'
+        f"<p>{_e(names)} · generated {_e(now)} by hpsearch {_e(__version__)}</p></header>",
         "<main>",
         _cards(studies),
         '<section class="card tablecard"><h3>Compare</h3>'
-        '<p class="hint">Best value with its CV spread, trial counts, compute and the time it took to reach the best.</p>'
-        + _compare_table(rows) + "</section>",
+        '<p class="hint">Best value with its CV spread, trial counts, compute'
+        " and the time it took to reach the best.</p>" + _compare_table(rows) + "</section>",
         _cross_study(studies),
     ]
     body += [_study_section(i, s) for i, s in enumerate(studies)]
     body.append(
-        '<footer>Self-contained: plotly.js is embedded, no network needed. '
+        "<footer>Self-contained: plotly.js is embedded, no network needed. "
         "Live view: <code>hpsearch dashboard STUDY.yaml</code>.</footer></main>"
     )
     meta = json.dumps({"studies": [s.name for s in studies], "hpsearch": __version__})
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-        "<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">"
-        f"<title>{_e(title)}</title><meta name=\"hpsearch-report\" content=\"{_e(meta)}\">"
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width,initial-scale=1">'
+        f'<title>{_e(title)}</title><meta name="hpsearch-report" content="{_e(meta)}">'
         f"<style>{_CSS}</style>"
-        f"<script type=\"text/javascript\">{get_plotlyjs()}</script></head>"
+        f'<script type="text/javascript">{get_plotlyjs()}</script></head>'
         f"<body>{''.join(body)}{_RESIZE}</body></html>\n"
     )
 
 
 def write_report(
-    studies: list[str | Path], *, output: str | Path | None = None, storage: str | None = None,
+    studies: list[str | Path],
+    *,
+    output: str | Path | None = None,
+    storage: str | None = None,
     title: str | None = None,
 ) -> Path:
     """Write the HTML report of ``studies`` (study files) and return its path.
@@ -316,7 +354,7 @@ def write_report(
     require_extra("plotly")
     rows = compare_rows([str(s) for s in studies], storage=storage)
     loaded = []
-    for path, row in zip(studies, rows):
+    for path, row in zip(studies, rows, strict=False):  # rows drop repeated studies
         result = load_result(str(path), storage=storage)
         loaded.append(_Study(result.study_name, result.study, row))
     out = Path(output) if output is not None else default_output([s.name for s in loaded])

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from hpsearch.config import StudyConfig
 from hpsearch.errors import StorageError
-from hpsearch.storage import check_storage, mask_url, open_storage, sqlite_path
+from hpsearch.storage import check_storage, mask_url, open_readonly_storage, sqlite_path
 
 if TYPE_CHECKING:
     import optuna
@@ -34,7 +34,8 @@ class StudyResult:
     def study(self) -> optuna.Study:
         import optuna
 
-        storage = open_storage(self.storage_url, create=False)
+        # Read-only connections: a result (and `hpsearch show`/`export`) can never write the study.
+        storage = open_readonly_storage(self.storage_url)
         try:
             return optuna.load_study(study_name=self.study_name, storage=storage)
         except KeyError:
@@ -96,7 +97,6 @@ class StudyResult:
             frame = frame.sort_values(["value", "number"], ascending=[not desc, True], na_position="last")
             frame = frame.reset_index(drop=True)
         return frame
-
 
     def trial(self, number: int) -> optuna.trial.FrozenTrial:
         """The trial numbered ``number``."""
@@ -174,9 +174,7 @@ class StudyResult:
         return path.resolve().parent / "hpsearch-artifacts"
 
 
-def load_result(
-    study: str | StudyConfig, *, storage: str | None = None, name: str | None = None
-) -> StudyResult:
+def load_result(study: str | Path | StudyConfig, *, storage: str | None = None, name: str | None = None) -> StudyResult:
     """The stored result of a study file (or of ``name`` in ``storage``)."""
     from hpsearch.config import load_config
 

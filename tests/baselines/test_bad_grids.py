@@ -124,7 +124,7 @@ def test_bad_grid_exit_2_one_line_nothing_stored(case, write_study, tmp_path):
 
 @pytest.mark.parametrize("case", sorted(set(CASES) - set(CLI_CASES)))
 def test_bad_settings_config_error_before_storage(case, write_study, tmp_path):
-    from hpsearch.config._study import load_config
+    from hpsearch.config import load_config
     from hpsearch.errors import ConfigError
     from hpsearch.study._manager import prepare
 
@@ -146,7 +146,7 @@ def test_sklearn_cv_bad_pipeline_param(write_study, tmp_path):
         "estimator: sklearn.tree.DecisionTreeClassifier",
         "estimator: [{name: clf, estimator: sklearn.tree.DecisionTreeClassifier, params: {max_dept: 3}}]",
     )
-    from hpsearch.config._study import load_config
+    from hpsearch.config import load_config
     from hpsearch.errors import ConfigError
     from hpsearch.study._manager import prepare
 

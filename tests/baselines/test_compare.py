@@ -15,7 +15,7 @@ from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
 import hpsearch
-from hpsearch.views._compare import COLUMNS
+from hpsearch.views import COLUMNS
 from tests.conftest import run_cli
 
 GRID = """
@@ -88,7 +88,7 @@ def store(tmp_path_factory):
     study = optuna.create_study(study_name="gpu", storage=url, direction="maximize")
     study.set_user_attr("hpsearch.trainer", "text_classification")
     study.set_user_attr("hpsearch.objective", "accuracy")
-    study.set_user_attr("hpsearch.config._study", "sampler: {name: tpe}\nresources: {gpus: 0.5, workers: 2}\n")
+    study.set_user_attr("hpsearch.config", "sampler: {name: tpe}\nresources: {gpus: 0.5, workers: 2}\n")
     t0 = dt.datetime(2026, 1, 1)
     trials = []
     for i, (state, value, secs) in enumerate(

@@ -159,3 +159,86 @@ trainer: {kind: python, function: "obj.py:die_once"}
     assert first.user_attrs["fail_reason"].startswith("worker died")
     assert second.state == TrialState.COMPLETE and second.params == first.params
     assert second.user_attrs["hpsearch.retry_of"] == first.number
+
+
+CURVE_STUDY = """
+name: hooks
+objective: {metric: score, direction: maximize}
+sampler: {name: random, seed: 0}
+n_trials: 3
+executor: local
+max_concurrent_trials: 1
+search_space:
+  slope: {type: float, low: 0.1, high: 1}
+trainer: {kind: python, function: "obj.py:curve"}
+"""
+
+
+def test_callbacks_see_every_step_in_order_and_a_raising_one_never_fails_the_study(write_study, caplog):
+    """User callbacks get start, each trial's start/reports/end, and end; one that raises is logged once."""
+    import logging
+
+    from hpsearch.study import BaseCallback, StudyManager, StudyStatus
+
+    class Recorder(BaseCallback):
+        def __init__(self) -> None:
+            self.events: list[tuple] = []
+
+        def on_study_start(self, study, status: StudyStatus) -> None:
+            self.events.append(("start", status.done, status.total))
+
+        def on_trial_start(self, study, number, params, status) -> None:
+            self.events.append(("trial", number, sorted(params)))
+
+        def on_report(self, study, number, step, value) -> None:
+            self.events.append(("report", number, step))
+
+        def on_trial_end(self, study, number, status) -> None:
+            self.events.append(("end", number, status.done))
+
+        def on_study_end(self, study, status) -> None:
+            self.events.append(("stop", status.done, status.finished))
+
+    class Broken(BaseCallback):
+        def on_report(self, study, number, step, value) -> None:
+            raise RuntimeError("tracker exploded")
+
+    path = write_study(CURVE_STUDY, **{"obj.py": OBJECTIVES})
+    rec = Recorder()
+    manager = StudyManager(hpsearch.load_config(path), progress=False, callbacks=[Broken(), rec])
+    with caplog.at_level(logging.WARNING, logger="hpsearch.callbacks"):
+        result = manager.run()
+    assert result.counts() == {"COMPLETE": 3}
+    expected = [("start", 0, 3)]
+    for n in range(3):  # one trial at a time: each trial's events in order, its reports 1..10
+        expected += [("trial", n, ["slope"])] + [("report", n, s) for s in range(1, 11)] + [("end", n, n + 1)]
+    assert rec.events == [*expected, ("stop", 3, True)]
+    warnings = [r.getMessage() for r in caplog.records if r.name == "hpsearch.callbacks"]
+    assert len(warnings) == 1 and "Broken.on_report" in warnings[0] and "tracker exploded" in warnings[0]
+
+
+def test_the_constructor_does_no_work_and_a_custom_scheduler_decides_what_runs(write_study, tmp_path):
+    """``StudyManager(...)`` only stores (a bad study fails in run()); a scheduler subclass picks the trials."""
+    from hpsearch.study import SamplerScheduler, StudyManager, TrialToRun, prepare
+
+    bad = write_study(STUDY.replace("obj.py:quadratic", "missing.py:f"), name="bad.yaml")
+    manager = StudyManager(hpsearch.load_config(bad))  # nothing checked, nothing opened yet
+    with pytest.raises(hpsearch.HpsearchError, match=r"missing\.py"):
+        manager.run()
+    assert not (tmp_path / "hpsearch.db").exists()
+
+    class FixedX(SamplerScheduler):
+        """Every trial at x = 2.5: the sampler is asked, the queue decides."""
+
+        def next_trial(self, study: optuna.Study) -> TrialToRun | None:
+            if self.wants_more(study):
+                study.enqueue_trial({"x": 2.5})
+            return super().next_trial(study)
+
+    path = write_study(STUDY, **{"obj.py": OBJECTIVES})
+    cfg = hpsearch.load_config(path)
+    manager = StudyManager(cfg, progress=False, more=3)
+    prepared = prepare(cfg)
+    manager.scheduler = FixedX(prepared, more=3, driver="test")
+    result = manager.run()
+    assert [t.params["x"] for t in result.study.trials] == [2.5, 2.5, 2.5]

@@ -20,7 +20,7 @@ import pytest
 from optuna.trial import TrialState
 
 import hpsearch
-from hpsearch.config._study import load_config
+from hpsearch.config import load_config
 from tests.conftest import OBJECTIVES, REPO, run_cli
 
 PYTHON_STUDY = """
@@ -115,7 +115,7 @@ def test_builtin_trainer_metric_typo_is_a_config_error(text, returns, write_stud
 
 
 def test_every_builtin_trainer_declares_its_metrics(tmp_path):
-    from hpsearch.study._manager import build_trainer
+    from hpsearch.study import build_trainer
     from hpsearch.trainers import TRAINERS
 
     bodies = {

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from hpsearch import ConfigError
-from hpsearch.config._study import load_config
-from hpsearch.search._space import grid_points, grid_values, to_distributions
+from hpsearch.config import load_config
+from hpsearch.search import grid_points, grid_values, to_distributions
 
 BASE = """
 name: s

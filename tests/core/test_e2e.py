@@ -8,13 +8,13 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 
 import optuna
 import pytest
 from optuna.trial import TrialState
 
 from tests.conftest import OBJECTIVES, run_cli
+from tests.gate import GATED, Gate
 
 pytestmark = pytest.mark.ray
 
@@ -38,7 +38,7 @@ def test_quickstart_stores_n_trials_and_optuna_reads_them(tmp_path):
     assert best.user_attrs["metrics"]["accuracy"] == best.value
     assert best.user_attrs["placement"]["host"] and best.user_attrs["placement"]["device"] == "cpu"
     assert best.user_attrs["placement"]["node_id"]
-    assert "trainer:\n  kind: sklearn_cv" in study.user_attrs["hpsearch.config._study"]
+    assert "trainer:\n  kind: sklearn_cv" in study.user_attrs["hpsearch.config"]
     assert study.user_attrs["hpsearch.version"]
     # The optuna CLI reads the same storage unchanged.
     out = subprocess.run(
@@ -172,31 +172,36 @@ def _count(db, state, *, with_params=False):
         return 0
 
 
+#: The grid objective behind a gate the test controls (tests/gate.py): trials finish only on a ticket.
+GATED_GRID = GATED.replace("def gated(", "def gated_grid(").replace(
+    'return (params["x"] - 1) ** 2', 'return params["a"] * 10 + params["b"]'
+)
+
+
 def test_kill_9_then_resume(write_study, tmp_path):
-    path = write_study(RESUME, **{"obj.py": OBJECTIVES})
+    path = write_study(RESUME.replace("obj.py:slow_grid", "gate.py:gated_grid"), **{"gate.py": GATED_GRID})
     db = tmp_path / "hpsearch.db"
-    env = {**os.environ, "HPS_TEST_SLEEP": "1.5"}
+    gate = Gate(tmp_path / "gate")
+    gate.release(2)  # two trials finish; the third blocks at the gate until the kill
     proc = subprocess.Popen(
         [sys.executable, "-m", "hpsearch", "run", str(path), "-q"],
-        cwd=tmp_path, env=env, start_new_session=True,
+        cwd=tmp_path, env={**os.environ, **gate.env}, start_new_session=True,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
-    deadline = time.time() + 180
-    while time.time() < deadline:
-        # Killed while a trial runs (a trial killed inside its ask has no params and
-        # is not re-run: tests/core/test_api.py covers that case).
-        if _count(db, "COMPLETE") >= 2 and _count(db, "RUNNING", with_params=True) >= 1:
-            break
-        time.sleep(0.2)
-    else:
-        proc.kill()
-        pytest.fail("the study never reached 2 complete + 1 running")
+    # Killed while a trial runs (a trial killed inside its ask has no params and
+    # is not re-run: tests/core/test_api.py covers that case).
+    gate.wait(
+        "2 complete + 1 running with params",
+        lambda: _count(db, "COMPLETE") >= 2 and _count(db, "RUNNING", with_params=True) >= 1 and len(gate.arrived()) >= 3,
+        proc,
+    )
     os.killpg(proc.pid, signal.SIGKILL)  # the driver and its private Ray, as a crash would
     proc.wait(timeout=30)
     killed_at = datetime.datetime.now()  # the clock Optuna stamps datetime_start with
     running = _count(db, "RUNNING")
     assert running == 1
-    res = run_cli("run", path, "-q", cwd=tmp_path, env={"HPS_TEST_SLEEP": "0"})
+    gate.release(10)  # the re-run's trials all pass
+    res = run_cli("run", path, "-q", cwd=tmp_path, env=gate.env)
     assert res.returncode == 0, res.stderr[-3000:]
     _, trials = _trials(tmp_path, "resume")
     complete = [t for t in trials if t.state == TrialState.COMPLETE]

@@ -210,12 +210,12 @@ sqlalchemy.event.listen(sqlalchemy.engine.Engine, "before_cursor_execute", on_ex
 sqlalchemy.event.listen(sqlalchemy.engine.Engine, "commit", on_commit)
 sqlalchemy.event.listen(sqlalchemy.engine.Engine, "rollback", on_rollback)
 
-import hpsearch.views._notes, hpsearch.study._manager
+import hpsearch.views._notes, hpsearch.study._recovery
 
 # Both are paced by the clock (a heartbeat every 30 s, the dashboard note at most every
 # 10 s): one heartbeat per run and no note keep the count independent of the run's length.
-hpsearch.study._manager.HEARTBEAT_EVERY_S = 1e9
-hpsearch.views._notes.on_progress = lambda manager, study: None
+hpsearch.study._recovery.HEARTBEAT_EVERY_S = 1e9
+hpsearch.views._notes.StudyNote.maybe_write = lambda self, study, status: None
 atexit.register(lambda: open(os.environ["HPS_TX_OUT"], "w").write(json.dumps(txs)))
 sys.argv = ["hpsearch", *sys.argv[1:]]
 runpy.run_module("hpsearch", run_name="__main__")

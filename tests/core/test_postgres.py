@@ -15,9 +15,7 @@ import pytest
 import sqlalchemy.exc
 from optuna.trial import TrialState
 
-from hpsearch.storage import _mirror
-from hpsearch.storage._mirror import MirroredStorage, is_transient
-from hpsearch.storage._urls import open_storage
+from hpsearch.storage import MirroredStorage, _mirror, is_transient, open_storage
 from tests.conftest import OBJECTIVES, run_cli
 from tests.gate import GATED, PATIENCE_S, Gate
 from tests.services import SECRET_ROLE, PgServer, pg_db, pg_server, require_module  # noqa: F401 - fixtures
@@ -287,8 +285,9 @@ def test_retried_writes_after_a_lost_acknowledgement(tmp_path, monkeypatch, capl
 
 def test_manager_fails_the_ghost_of_a_trial_created_twice(write_study, tmp_path, monkeypatch):
     require_module("psycopg", "pip install -e '.[postgres]'")  # skips; fails under CI
-    import hpsearch
     from optuna.storages._cached_storage import _CachedStorage
+
+    import hpsearch
 
     _ack_lost_once(monkeypatch, _CachedStorage, "create_new_trial")
     path = write_study("""

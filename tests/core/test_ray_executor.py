@@ -92,3 +92,44 @@ def test_a_failing_warm_is_reported_and_trials_still_run(tmp_path, caplog):
             executor.shutdown()
     finally:
         cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+
+
+def test_a_study_on_the_private_ray_leaves_the_environment_as_it_was(tmp_path, monkeypatch):
+    import os
+
+    import hpsearch
+
+    # A variable the executor would otherwise set, already set by the user: it must stay.
+    monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")
+    monkeypatch.delenv("RAY_TMPDIR", raising=False)
+    path = tmp_path / "env.yaml"
+    path.write_text(
+        "name: env\nobjective: {metric: accuracy, direction: maximize}\nn_trials: 2\n"
+        "search_space:\n  max_depth: {type: int, low: 2, high: 4}\n"
+        "trainer: {kind: sklearn_cv, estimator: sklearn.tree.DecisionTreeClassifier, dataset: digits, cv: 2}\n"
+        f"storage: sqlite:///{tmp_path / 'env.db'}\n"
+    )
+    import sklearn  # noqa: F401 - sets KMP_* at its first import, whoever imports it: not ours to undo
+
+    before = dict(os.environ)
+    result = hpsearch.run_study(str(path))
+    assert result.counts() == {"COMPLETE": 2}
+    assert dict(os.environ) == before
+
+
+def test_prestart_then_shutdown_without_start_stops_the_private_ray(tmp_path):
+    import os
+
+    import ray
+
+    before = dict(os.environ)
+    executor = RayExecutor()
+    executor.prestart()  # the manager's path when the study turns out to need no trial
+    temp_dir = executor._temp_dir
+    assert temp_dir and os.path.isdir(temp_dir)
+    executor.shutdown()
+    assert not ray.is_initialized()
+    assert not os.path.exists(temp_dir)
+    assert dict(os.environ) == before
+    executor.shutdown()  # a second call changes nothing
+    assert dict(os.environ) == before

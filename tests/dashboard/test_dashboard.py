@@ -12,7 +12,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from hpsearch.views._dashboard import open_readonly_storage
+from hpsearch.storage import open_readonly_storage
 from hpsearch.errors import StorageError
 from tests.conftest import run_cli
 from tests.dashboard.helpers import dashboard

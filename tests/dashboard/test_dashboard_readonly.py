@@ -182,7 +182,7 @@ def _call_wsgi(app: Callable[..., Any], method: str, target: str, body: Any = No
 
 def test_inner_layers_hold_without_the_http_guard(study_with_artifacts: Path, tmp_path: Path) -> None:
     """optuna-dashboard's own app, on the read-only store and storage, with the guard taken off."""
-    from hpsearch.views._dashboard import ReadOnlyHTTP, build_app, resolve
+    from hpsearch.views import ReadOnlyHTTP, build_app, resolve
 
     app = build_app(resolve(study_with_artifacts, None))
     assert isinstance(app, ReadOnlyHTTP)
@@ -207,7 +207,7 @@ def test_inner_layers_hold_without_the_http_guard(study_with_artifacts: Path, tm
 
 
 def test_readonly_artifact_store_reads_and_refuses_writes(study_with_artifacts: Path, tmp_path: Path) -> None:
-    from hpsearch.views._dashboard import ReadOnlyArtifactStore
+    from hpsearch.views import ReadOnlyArtifactStore
 
     before, _ = _snapshot(tmp_path)
     store = ReadOnlyArtifactStore(tmp_path / "hpsearch-artifacts")
@@ -265,7 +265,7 @@ def test_compose_readonly_role_reads_and_cannot_write(
     import psycopg
     from psycopg import errors
 
-    from hpsearch.views._dashboard import open_readonly_storage
+    from hpsearch.storage import open_readonly_storage
 
     role, password = readonly_role
     # The owner creates Optuna's tables after the script ran (as the compose runner does).

@@ -11,9 +11,9 @@ import optuna_dashboard
 import pytest
 
 import hpsearch
-from hpsearch.views._report import FIGURES
-from hpsearch.config._study import load_config
+from hpsearch.config import load_config
 from hpsearch.errors import ConfigError
+from hpsearch.views import FIGURES
 from tests.conftest import REPO, run_cli
 
 TPE = """

@@ -12,8 +12,8 @@ from optuna.trial import TrialState
 from sklearn.datasets import load_digits
 
 import hpsearch
-from hpsearch.config._study import load_config
-from hpsearch.study._manager import build_trainer
+from hpsearch.config import load_config
+from hpsearch.study import build_trainer
 from hpsearch.trainers._image import ImageClassificationTrainer
 from tests.conftest import REPO, run_cli
 

@@ -21,7 +21,7 @@ from hpsearch.trainers import (
 )
 from hpsearch.trainers import _image
 from hpsearch.trainers._image import ImageClassificationSettings, ImageClassificationTrainer
-from hpsearch.trainers.torch._loop import TORCH_TUNABLES, TorchTrainingSettings
+from hpsearch.trainers.torch import TORCH_TUNABLES, TorchTrainingSettings
 
 
 def _trainer(tmp_path: Path, objective: str = "accuracy", **settings: Any) -> ImageClassificationTrainer:

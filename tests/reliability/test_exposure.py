@@ -310,7 +310,7 @@ def test_no_eval_exec_unsafe_yaml_or_unpickling_in_the_package() -> None:
 def test_the_one_yaml_loader_is_safe() -> None:
     import yaml
 
-    from hpsearch.config._study import _SafeLoader
+    from hpsearch.config._loading import _SafeLoader
 
     assert issubclass(_SafeLoader, yaml.SafeLoader)
     for tag in ("tag:yaml.org,2002:python/object/apply:", "tag:yaml.org,2002:python/name:"):

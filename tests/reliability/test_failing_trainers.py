@@ -93,7 +93,7 @@ def test_exception_keeps_type_message_and_traceback(tmp_path):
 
 def test_torch_loop_detects_nan_loss_at_its_step(tmp_path):
     """The shared torch loop itself raises NonFiniteLoss on the first NaN loss."""
-    from hpsearch.trainers.torch._loop import TorchTrainingSettings, train_loop
+    from hpsearch.trainers.torch import TorchTrainingSettings, train_loop
 
     class Data(torch.utils.data.Dataset):
         def __len__(self):

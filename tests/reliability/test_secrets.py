@@ -10,7 +10,7 @@ from urllib.parse import quote
 
 import pytest
 
-from hpsearch.config._study import load_config
+from hpsearch.config import load_config
 from hpsearch.study._manager import resolved_config_yaml
 from hpsearch.storage._urls import mask_secrets, mask_url
 from tests.conftest import run_cli
@@ -89,7 +89,7 @@ def test_stored_config_attr_masks_the_password(storage: str, tmp_path: Path, mon
     """))
     cfg = load_config(path)
     assert PW in cfg.resolved_storage() or quote(PW + "@/", safe="") in cfg.resolved_storage()
-    stored = resolved_config_yaml(cfg)  # what becomes the study attribute hpsearch.config._study
+    stored = resolved_config_yaml(cfg)  # what becomes the study attribute hpsearch.config
     assert PW not in stored and quote(PW, safe="") not in stored
     assert "***" in stored and "@db:5432/hps" in stored
 
@@ -274,5 +274,5 @@ def test_postgres_run_stores_and_shows_no_password(pg_server: PgServer, secret_p
     _assert_echoes_recorded(dump)
     assert not _secrets_in(dump, password), "password stored in the database"
     config = json.loads(pg_server.execute(
-        "SELECT value_json FROM study_user_attributes WHERE key = 'hpsearch.config._study'", db=db)[0][0])
+        "SELECT value_json FROM study_user_attributes WHERE key = 'hpsearch.config'", db=db)[0][0])
     assert f"{SECRET_ROLE}:***@127.0.0.1" in config

@@ -20,7 +20,7 @@ from hpsearch.trainers import (
     trainer_class,
 )
 from hpsearch.trainers._text import TextClassificationSettings, TextClassificationTrainer
-from hpsearch.trainers.torch._loop import (
+from hpsearch.trainers.torch import (
     TorchTrainingSettings,
     build_optimizer,
     build_scheduler,

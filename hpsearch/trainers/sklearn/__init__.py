@@ -3,27 +3,26 @@
 from __future__ import annotations
 
 from hpsearch.trainers.sklearn._common import (
+    TEXT_DATASETS,
     PipelineStep,
     SklearnSettings,
-    TEXT_DATASETS,
-    import_estimator,
-    make_estimator,
-    estimator_name,
     check_params,
     check_scoring,
+    coerce_params,
+    estimator_name,
+    import_estimator,
     load_xy,
     make_cv,
-    coerce_params,
+    make_estimator,
 )
 from hpsearch.trainers.sklearn._cv import (
-    SklearnCVTrainer,
     SklearnCVSettings,
-    import_estimator,
+    SklearnCVTrainer,
 )
 from hpsearch.trainers.sklearn._search import (
-    SklearnSearchTrainer,
-    SklearnSearchSettings,
     STRATEGIES,
+    SklearnSearchSettings,
+    SklearnSearchTrainer,
 )
 
 __all__ = [

@@ -106,9 +106,7 @@ def coerce_params(defaults: dict[str, Any], params: dict[str, Any]) -> dict[str,
 def _check_names(valid: set[str], names: list[str], owner: str, where: str) -> None:
     for name in names:
         if name not in valid:
-            raise ConfigError(
-                f"{where}.{name}: {owner} has no parameter {name!r}; valid: {', '.join(sorted(valid))}"
-            )
+            raise ConfigError(f"{where}.{name}: {owner} has no parameter {name!r}; valid: {', '.join(sorted(valid))}")
 
 
 def make_estimator(
@@ -216,9 +214,7 @@ def load_xy(s: SklearnSettings, base_dir: Path) -> tuple[Any, Any]:
         from sklearn.model_selection import train_test_split
 
         try:
-            X, _, y, _ = train_test_split(
-                X, y, train_size=s.max_examples, stratify=y, random_state=s.data_seed
-            )
+            X, _, y, _ = train_test_split(X, y, train_size=s.max_examples, stratify=y, random_state=s.data_seed)
         except ValueError as err:
             raise ConfigError(f"trainer.max_examples: cannot subsample {len(y)} examples: {err}") from None
     _CACHE[key] = (X, y)

@@ -71,10 +71,8 @@ class SklearnCVTrainer(BaseTrainer):
         fit_time = 0.0
         for k, split in enumerate(splitter.split(X, y)):
             try:
-                res = cross_validate(
-                    est, X, y, cv=[split], scoring=s.scoring, error_score="raise", n_jobs=None
-                )
-            except Exception as e:  # noqa: BLE001 - make the reason name the estimator
+                res = cross_validate(est, X, y, cv=[split], scoring=s.scoring, error_score="raise", n_jobs=None)
+            except Exception as e:
                 raise RuntimeError(one_line(f"{type(est).__name__} fit failed: {e}")) from e
             scores.append(float(res["test_score"][0]))
             fit_time += float(res["fit_time"][0])

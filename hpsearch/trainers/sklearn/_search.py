@@ -28,6 +28,7 @@ attributes (``sklearn.*``) and the refit estimator the study artifact
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -61,8 +62,19 @@ STRATEGIES: dict[str, tuple[str, str, str]] = {
 
 #: Arguments the trainer sets itself; ``search_options`` may not override them.
 _OWN_ARGS = frozenset(
-    {"estimator", "param_grid", "param_distributions", "scoring", "refit", "cv", "n_jobs",
-     "error_score", "return_train_score", "n_iter", "random_state"}
+    {
+        "estimator",
+        "param_grid",
+        "param_distributions",
+        "scoring",
+        "refit",
+        "cv",
+        "n_jobs",
+        "error_score",
+        "return_train_score",
+        "n_iter",
+        "random_state",
+    }
 )
 ARTIFACT = "refit_estimator.joblib"
 
@@ -110,10 +122,8 @@ def _search_class(strategy: str) -> type:
 def optuna_value(value: Any) -> Any:
     """A param value as Optuna stores it: scalars as they are, anything else as JSON text."""
     if hasattr(value, "item") and not isinstance(value, (list, tuple)):
-        try:
+        with contextlib.suppress(TypeError, ValueError):  # not a one-element array: keep it
             value = value.item()
-        except (TypeError, ValueError):
-            pass
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     if isinstance(value, (list, tuple)):
@@ -168,9 +178,7 @@ class SklearnSearchTrainer(BaseTrainer):
                 f"trainer.{self._space_field}; rename it or change the strategy"
             )
         if space is None:
-            raise ConfigError(
-                f"{field}: strategy {s.strategy!r} needs {field}, e.g. {{max_depth: [3, 5, 10]}}"
-            )
+            raise ConfigError(f"{field}: strategy {s.strategy!r} needs {field}, e.g. {{max_depth: [3, 5, 10]}}")
         if isinstance(space, dict):
             grids = [(field, space)]
         elif isinstance(space, list) and self._space_field == "param_grid":
@@ -183,14 +191,14 @@ class SklearnSearchTrainer(BaseTrainer):
             )
         for where, grid in grids:
             if not isinstance(grid, dict) or not grid:
-                raise ConfigError(f"{where}: must be a non-empty mapping of parameter -> list of values, got {grid!r:.80}")
+                raise ConfigError(
+                    f"{where}: must be a non-empty mapping of parameter -> list of values, got {grid!r:.80}"
+                )
             for name, values in grid.items():
                 if isinstance(values, dict) and self._space_field == "param_distributions":
                     self._range(f"{where}.{name}", values)
                 elif not isinstance(values, list) or not values:
-                    raise ConfigError(
-                        f"{where}.{name}: must be a non-empty list of values, got {values!r:.80}"
-                    )
+                    raise ConfigError(f"{where}.{name}: must be a non-empty list of values, got {values!r:.80}")
         return grids
 
     def _range(self, where: str, spec: dict[str, Any]) -> Any:
@@ -200,7 +208,8 @@ class SklearnSearchTrainer(BaseTrainer):
         from hpsearch.config import FloatParam, IntParam
 
         kind = spec.get("type")
-        model = {"float": FloatParam, "int": IntParam}.get(kind)  # type: ignore[arg-type]
+        models: dict[Any, type[FloatParam] | type[IntParam]] = {"float": FloatParam, "int": IntParam}
+        model = models.get(kind)
         if model is None:
             raise ConfigError(
                 f"{where}: expected a list of values or {{type: float|int, low, high, log}}, got type {kind!r}"
@@ -210,7 +219,9 @@ class SklearnSearchTrainer(BaseTrainer):
         except ValidationError as e:
             err = e.errors()[0]
             loc = ".".join(str(x) for x in err["loc"])
-            raise ConfigError(f"{where}{'.' + loc if loc else ''}: {err['msg'].removeprefix('Value error, ')}") from None
+            raise ConfigError(
+                f"{where}{'.' + loc if loc else ''}: {err['msg'].removeprefix('Value error, ')}"
+            ) from None
         if (kind == "float" and p.step is not None) or (kind == "int" and p.step != 1):
             raise ConfigError(f"{where}.step: not supported in param_distributions; list the values instead")
         import scipy.stats
@@ -218,8 +229,9 @@ class SklearnSearchTrainer(BaseTrainer):
         if kind == "float":
             rv = scipy.stats.loguniform(p.low, p.high) if p.log else scipy.stats.uniform(p.low, p.high - p.low)
             return rv, FloatDistribution(p.low, p.high, log=p.log)
-        rv = _LogIntUniform(p.low, p.high) if p.log else scipy.stats.randint(p.low, p.high + 1)
-        return rv, IntDistribution(p.low, p.high, log=p.log)
+        low, high = int(p.low), int(p.high)  # an IntParam: already ints
+        rv = _LogIntUniform(low, high) if p.log else scipy.stats.randint(low, high + 1)
+        return rv, IntDistribution(low, high, log=p.log)
 
     def metrics(self) -> frozenset[str]:
         """The scorers: each imported trial's value is the mean test score of one of them."""
@@ -240,9 +252,7 @@ class SklearnSearchTrainer(BaseTrainer):
                 "the search refits on the objective, so name a scorer as the objective"
             )
         if s.strategy == "halving_grid_search_cv" and len(metrics) > 1:
-            raise ConfigError(
-                f"trainer.scoring: HalvingGridSearchCV supports one scorer, got {metrics}; keep one"
-            )
+            raise ConfigError(f"trainer.scoring: HalvingGridSearchCV supports one scorer, got {metrics}; keep one")
         grids = self._grids()
         check_params(
             s.estimator,
@@ -250,7 +260,7 @@ class SklearnSearchTrainer(BaseTrainer):
         )
         import inspect
 
-        allowed = set(inspect.signature(_search_class(s.strategy).__init__).parameters) - _OWN_ARGS - {"self"}
+        allowed = set(inspect.signature(_search_class(s.strategy)).parameters) - _OWN_ARGS - {"self"}
         for key in s.search_options:
             if key not in allowed:
                 raise ConfigError(
@@ -285,27 +295,39 @@ class SklearnSearchTrainer(BaseTrainer):
         return space, dists
 
     def run(self, params: dict[str, Any], ctx: TrialContext) -> dict[str, float]:
+        """Run the whole search once; leave one :class:`TrialRecord` per candidate in
+        ``ctx.user_attrs[RECORDS_ATTR]`` and the search's summary as study attributes.
+
+        Returns the best candidate's mean test score for each scorer (and the objective).
+        """
         import joblib
-        import sklearn
-        from sklearn.exceptions import FitFailedWarning
 
         s = self.settings
         metrics = check_scoring(s.scoring)
-        if ctx.objective not in metrics:  # validate() refuses this; a direct run() may not
-            raise TrainerError(
-                f"objective.metric: {ctx.objective!r} is not one of trainer.scoring {metrics}; "
-                "the search refits on the objective, so name a scorer as the objective"
-            )
-        objective = ctx.objective
+        objective = _require_objective(ctx.objective, metrics)
         X, y = load_xy(s, self.study_dir)
         estimator = make_estimator(s.estimator, s.estimator_params)
         space, dists = self._space(estimator)
+        search = self._search(estimator, space, metrics, objective, threads=ctx.resources.threads, y=y)
+        failures = _fit(search, X, y)
+        records = _Candidates(search, s, metrics, objective, dists, failures).records()
+        ctx.user_attrs[RECORDS_ATTR] = records
+        ctx.user_attrs.update(_study_attrs(search, s.strategy, metrics, objective, failures, len(records)))
+        joblib.dump(search.best_estimator_, ctx.artifact_dir / ARTIFACT)
+        results, best, single = search.cv_results_, int(search.best_index_), len(metrics) == 1
+        return {m: float(results[_result_key(m, single)][best]) for m in metrics} | {
+            objective: float(search.best_score_)
+        }
+
+    def _search(self, estimator: Any, space: Any, metrics: list[str], objective: str, *, threads: int, y: Any) -> Any:
+        """The unfitted scikit-learn search object of ``trainer.strategy``."""
+        s = self.settings
         kwargs: dict[str, Any] = {
             self._space_field: space,
             "scoring": metrics if len(metrics) > 1 else metrics[0],
             "refit": objective if len(metrics) > 1 else True,
             "cv": make_cv(s, estimator, y),
-            "n_jobs": ctx.resources.threads,
+            "n_jobs": threads,
             "error_score": s.error_score,
             "return_train_score": s.return_train_score,
             **s.search_options,
@@ -314,76 +336,120 @@ class SklearnSearchTrainer(BaseTrainer):
             kwargs["n_iter"] = s.n_iter
         if s.strategy != "grid_search_cv":
             kwargs["random_state"] = s.seed
-        search = _search_class(s.strategy)(estimator, **kwargs)
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", FitFailedWarning)
-            search.fit(X, y)
-        failures = _fit_errors([w for w in caught if issubclass(w.category, FitFailedWarning)])
-        for w in caught:
-            if not issubclass(w.category, FitFailedWarning):
-                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        return _search_class(s.strategy)(estimator, **kwargs)
 
-        results = search.cv_results_
-        single = len(metrics) == 1
-        key = (lambda k: metric_key(k, metrics[0])) if single else (lambda k: k)
-        last_iter = max(results["iter"]) if "iter" in results else None
-        n_splits = int(search.n_splits_)
-        version = sklearn.__version__
-        records = []
-        for i, cand in enumerate(results["params"]):
-            attrs: dict[str, Any] = {"strategy": s.strategy, "sklearn_version": version}
-            for col, values in results.items():
-                if col == "params" or col.startswith("param_"):
-                    continue
-                attrs[key(col)] = _plain(values[i])
-            value = attrs[f"mean_test_{objective}"]
-            attrs["metrics"] = {
-                m: attrs[f"mean_test_{m}"] for m in metrics if math.isfinite(attrs[f"mean_test_{m}"])
-            }
-            state = "COMPLETE"
-            if not math.isfinite(value):
-                state = "FAIL"
-                splits = [attrs.get(f"split{k}_test_{objective}") for k in range(n_splits)]
-                bad = sum(1 for v in splits if v is None or not math.isfinite(v))
-                attrs["fail_reason"] = one_line(
-                    f"{bad} of {n_splits} fits failed (error_score={s.error_score}): "
-                    + ("; ".join(failures) or "non-finite score")
-                )[:1000]
-            elif last_iter is not None and attrs["iter"] < last_iter:
-                state = "PRUNED"
-            records.append(
-                dataclasses.asdict(
-                    TrialRecord(
-                        params={k: optuna_value(v) for k, v in cand.items()},
-                        distributions={k: _dist_json(dists[k]) for k in cand},
-                        state=state,
-                        value=value,
-                        user_attrs=attrs,
-                        duration_s=(attrs["mean_fit_time"] + attrs["mean_score_time"]) * n_splits,
-                    )
-                )
-            )
-        best = int(search.best_index_)
-        ctx.user_attrs[RECORDS_ATTR] = records
-        study_attrs = {
-            "sklearn.strategy": s.strategy,
-            "sklearn.version": version,
-            "sklearn.scoring": metrics,
-            "sklearn.refit_metric": objective,
-            "sklearn.best_params": _plain(search.best_params_),
-            "sklearn.best_score": float(search.best_score_),
-            "sklearn.best_index": best,
-            "sklearn.n_splits": n_splits,
-            "sklearn.n_candidates": len(records),
-            "sklearn.refit_time": float(getattr(search, "refit_time_", 0.0)),
-            "sklearn.fit_failures": failures,
-        }
-        if last_iter is not None:
-            study_attrs["sklearn.n_iterations"] = int(search.n_iterations_)
-            study_attrs["sklearn.n_resources"] = _plain(search.n_resources_)
-        ctx.user_attrs.update(study_attrs)
-        joblib.dump(search.best_estimator_, ctx.artifact_dir / ARTIFACT)
-        return {m: float(results[_result_key(m, single)][best]) for m in metrics} | {objective: float(search.best_score_)}
+
+def _require_objective(objective: str, metrics: list[str]) -> str:
+    if objective not in metrics:  # validate() refuses this; a direct run() may not
+        raise TrainerError(
+            f"objective.metric: {objective!r} is not one of trainer.scoring {metrics}; "
+            "the search refits on the objective, so name a scorer as the objective"
+        )
+    return objective
+
+
+def _fit(search: Any, X: Any, y: Any) -> list[str]:
+    """Fit ``search``; return the reasons of failed fits and re-emit every other warning."""
+    from sklearn.exceptions import FitFailedWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", FitFailedWarning)
+        search.fit(X, y)
+    failures = _fit_errors([w for w in caught if issubclass(w.category, FitFailedWarning)])
+    for w in caught:
+        if not issubclass(w.category, FitFailedWarning):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return failures
+
+
+class _Candidates:
+    """The fitted search's ``cv_results_`` as trial records; the constructor only stores."""
+
+    def __init__(
+        self,
+        search: Any,
+        settings: SklearnSearchSettings,
+        metrics: list[str],
+        objective: str,
+        dists: dict[str, Any],
+        failures: list[str],
+    ) -> None:
+        self.search, self.s, self.metrics, self.objective = search, settings, metrics, objective
+        self.dists, self.failures = dists, failures
+
+    def records(self) -> list[dict[str, Any]]:
+        """One :class:`TrialRecord` (as a dict) per candidate, in ``cv_results_`` order."""
+        import sklearn
+
+        results = self.search.cv_results_
+        self.version = sklearn.__version__
+        self.last_iter = max(results["iter"]) if "iter" in results else None
+        self.n_splits = int(self.search.n_splits_)
+        return [self._record(i, cand) for i, cand in enumerate(results["params"])]
+
+    def _attrs(self, i: int) -> dict[str, Any]:
+        single = len(self.metrics) == 1
+        attrs: dict[str, Any] = {"strategy": self.s.strategy, "sklearn_version": self.version}
+        for col, values in self.search.cv_results_.items():
+            if col == "params" or col.startswith("param_"):
+                continue
+            attrs[metric_key(col, self.metrics[0]) if single else col] = _plain(values[i])
+        attrs["metrics"] = {m: attrs[f"mean_test_{m}"] for m in self.metrics if math.isfinite(attrs[f"mean_test_{m}"])}
+        return attrs
+
+    def _state(self, attrs: dict[str, Any], value: float) -> str:
+        """COMPLETE, FAIL (non-finite score; the reason goes into ``attrs``) or PRUNED (halving)."""
+        if not math.isfinite(value):
+            n_splits = self.n_splits
+            splits = [attrs.get(f"split{k}_test_{self.objective}") for k in range(n_splits)]
+            bad = sum(1 for v in splits if v is None or not math.isfinite(v))
+            attrs["fail_reason"] = one_line(
+                f"{bad} of {n_splits} fits failed (error_score={self.s.error_score}): "
+                + ("; ".join(self.failures) or "non-finite score")
+            )[:1000]
+            return "FAIL"
+        if self.last_iter is not None and attrs["iter"] < self.last_iter:
+            return "PRUNED"
+        return "COMPLETE"
+
+    def _record(self, i: int, cand: dict[str, Any]) -> dict[str, Any]:
+        attrs = self._attrs(i)
+        value = attrs[f"mean_test_{self.objective}"]
+        state = self._state(attrs, value)
+        record = TrialRecord(
+            params={k: optuna_value(v) for k, v in cand.items()},
+            distributions={k: _dist_json(self.dists[k]) for k in cand},
+            state=state,
+            value=value,
+            user_attrs=attrs,
+            duration_s=(attrs["mean_fit_time"] + attrs["mean_score_time"]) * self.n_splits,
+        )
+        return dataclasses.asdict(record)
+
+
+def _study_attrs(
+    search: Any, strategy: str, metrics: list[str], objective: str, failures: list[str], n_candidates: int
+) -> dict[str, Any]:
+    """The search's summary, kept as study attributes (``sklearn.*``)."""
+    import sklearn
+
+    attrs = {
+        "sklearn.strategy": strategy,
+        "sklearn.version": sklearn.__version__,
+        "sklearn.scoring": metrics,
+        "sklearn.refit_metric": objective,
+        "sklearn.best_params": _plain(search.best_params_),
+        "sklearn.best_score": float(search.best_score_),
+        "sklearn.best_index": int(search.best_index_),
+        "sklearn.n_splits": int(search.n_splits_),
+        "sklearn.n_candidates": n_candidates,
+        "sklearn.refit_time": float(getattr(search, "refit_time_", 0.0)),
+        "sklearn.fit_failures": failures,
+    }
+    if "iter" in search.cv_results_:
+        attrs["sklearn.n_iterations"] = int(search.n_iterations_)
+        attrs["sklearn.n_resources"] = _plain(search.n_resources_)
+    return attrs
 
 
 def _result_key(metric: str, single: bool) -> str:

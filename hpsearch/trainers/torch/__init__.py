@@ -1,36 +1,48 @@
-"""The torch training machinery shared by the text and image trainers."""
+"""The torch training machinery shared by the text and image trainers.
+
+``_settings`` (shared tunables, objectives), ``_devices`` (seeds, devices,
+ranks), ``_optim`` (optimisers, schedules, loss), ``_eval`` (one evaluation
+pass), ``_loop`` (the training loop) and ``_classifier`` (the trainer base
+that text and image subclass with their data and model).
+"""
 
 from __future__ import annotations
 
+from hpsearch.trainers.torch._classifier import ClassifierRun, TorchClassifierTrainer
+from hpsearch.trainers.torch._devices import DistInfo, seed_everything, select_device
+from hpsearch.trainers.torch._eval import EvalResult, Forward, default_forward, evaluate
 from hpsearch.trainers.torch._loop import (
-    EvalResult,
+    Batch,
+    Collate,
     LoopResult,
     loop_metrics,
     store_curve,
-    OBJECTIVES,
+    train_loop,
+)
+from hpsearch.trainers.torch._optim import (
     OPTIMIZERS,
     SCHEDULES,
-    TORCH_TUNABLES,
-    TorchTrainingSettings,
     build_optimizer,
     build_scheduler,
-    default_forward,
-    evaluate,
     l1_penalty,
     l1_weights,
-    seed_everything,
-    select_device,
-    train_loop,
     training_loss,
 )
+from hpsearch.trainers.torch._settings import OBJECTIVES, TORCH_TUNABLES, TorchTrainingSettings
 
 __all__ = [
+    "Batch",
+    "ClassifierRun",
+    "Collate",
+    "DistInfo",
     "EvalResult",
+    "Forward",
     "LoopResult",
     "OBJECTIVES",
     "OPTIMIZERS",
     "SCHEDULES",
     "TORCH_TUNABLES",
+    "TorchClassifierTrainer",
     "TorchTrainingSettings",
     "build_optimizer",
     "build_scheduler",

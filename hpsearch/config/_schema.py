@@ -1,0 +1,264 @@
+"""The study file's schema: pydantic models with ``extra="forbid"``.
+
+Models only check values; reading the file and turning a pydantic error into
+one line live in :mod:`hpsearch.config._loading` and :mod:`hpsearch.config._errors`.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
+
+__all__ = [
+    "CategoricalParam",
+    "FloatParam",
+    "IntParam",
+    "ObjectiveConfig",
+    "ParamSpec",
+    "PrunerConfig",
+    "RayConfig",
+    "ResourcesConfig",
+    "SamplerConfig",
+    "StudyConfig",
+    "TrainerConfig",
+]
+
+_NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$"
+
+
+def _no_bool(v: Any) -> Any:
+    # YAML 1.1 reads yes/no/on/off as booleans, and pydantic would take True as 1.
+    if isinstance(v, bool):
+        raise ValueError(f"expected a number, got {str(v).lower()} (a YAML boolean)")
+    return v
+
+
+#: Numbers that refuse booleans (``max_failures: yes`` is a typo, not 1).
+Int = Annotated[int, BeforeValidator(_no_bool)]
+Num = Annotated[float, BeforeValidator(_no_bool)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class ObjectiveConfig(_Model):
+    """Which metric the study optimises, and in which direction."""
+
+    metric: str = "value"
+    direction: Literal["minimize", "maximize"] = "maximize"
+
+
+class SamplerConfig(_Model):
+    """An Optuna sampler by name (see ``hpsearch.search._algorithms.SAMPLERS``)."""
+
+    name: str = "tpe"
+    seed: Int | None = 0
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class PrunerConfig(_Model):
+    """An Optuna pruner by name (see ``hpsearch.search._algorithms.PRUNERS``)."""
+
+    name: str = "none"
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class ResourcesConfig(_Model):
+    """What one trial needs. With ``workers > 1`` cpus and gpus are per worker."""
+
+    cpus: Num = Field(default=1.0, gt=0)
+    gpus: Num = Field(default=0.0, ge=0)
+    workers: Int = Field(default=1, ge=1)
+    custom: dict[str, Num] = Field(default_factory=dict)
+
+    @field_validator("gpus")
+    @classmethod
+    def _gpu_fraction(cls, v: float) -> float:
+        if v > 1 and v != int(v):
+            raise ValueError(f"a fraction of a GPU must be below 1, or whole GPUs; got {v}")
+        return v
+
+
+class RayConfig(_Model):
+    """Where trials run when the executor is ``ray``."""
+
+    address: str | None = None
+    namespace: str | None = None
+
+
+class FloatParam(_Model):
+    type: Literal["float"]
+    low: Num
+    high: Num
+    log: bool = False
+    step: Num | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> FloatParam:
+        for name in ("low", "high"):
+            if not math.isfinite(getattr(self, name)):
+                raise ValueError(f"{name} must be a finite number, got {getattr(self, name)}")
+        if self.low > self.high:
+            raise ValueError(f"low ({self.low}) must be <= high ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError(f"low must be > 0 when log: true, got {self.low}")
+        if self.step is not None:
+            if self.step <= 0:
+                raise ValueError(f"step must be > 0, got {self.step}")
+            if self.log:
+                raise ValueError("step and log: true cannot be combined; drop one of them")
+        return self
+
+
+class IntParam(_Model):
+    type: Literal["int"]
+    low: Int
+    high: Int
+    log: bool = False
+    step: Int = 1
+
+    @model_validator(mode="after")
+    def _check(self) -> IntParam:
+        if self.low > self.high:
+            raise ValueError(f"low ({self.low}) must be <= high ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError(f"low must be >= 1 when log: true, got {self.low}")
+        if self.step <= 0:
+            raise ValueError(f"step must be > 0, got {self.step}")
+        if self.log and self.step != 1:
+            raise ValueError("step and log: true cannot be combined; drop one of them")
+        return self
+
+
+Scalar = bool | int | float | str | None
+
+
+class CategoricalParam(_Model):
+    type: Literal["categorical"] = "categorical"
+    choices: list[Scalar] = Field(min_length=1)
+
+    @field_validator("choices")
+    @classmethod
+    def _unique(cls, v: list[Scalar]) -> list[Scalar]:
+        seen: list[Scalar] = []
+        for c in v:
+            if any(c == s and type(c) is type(s) for s in seen):
+                raise ValueError(f"choice {c!r} is listed twice")
+            seen.append(c)
+        return v
+
+
+ParamSpec = Annotated[FloatParam | IntParam | CategoricalParam, Field(discriminator="type")]
+
+
+class TrainerConfig(BaseModel):
+    """``kind`` plus that kind's settings (validated by the trainer's own model)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    kind: str
+
+
+class StudyConfig(_Model):
+    """A whole study file."""
+
+    name: str = Field(pattern=_NAME_RE)
+    description: str = ""
+    storage: str | None = None
+    artifacts: str | None = None
+    objective: ObjectiveConfig = Field(default_factory=ObjectiveConfig)
+    sampler: SamplerConfig = Field(default_factory=SamplerConfig)
+    pruner: PrunerConfig = Field(default_factory=PrunerConfig)
+    n_trials: Int | None = Field(20, ge=1)
+    timeout: Num | None = Field(None, gt=0)
+    max_concurrent_trials: Int | None = Field(None, ge=1)
+    max_failures: Int = Field(5, ge=1)
+    max_retries: Int = Field(1, ge=0)
+    #: A trial whose loss turns NaN/inf: FAIL (counts toward max_failures) or PRUNED.
+    on_nonfinite_loss: Literal["fail", "prune"] = "fail"
+    search_space: dict[str, ParamSpec] = Field(default_factory=dict)
+    trainer: TrainerConfig
+    resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
+    executor: Literal["ray", "local"] = "ray"
+    ray: RayConfig = Field(default_factory=RayConfig)
+    #: Study files of baselines this study is compared with (relative to this file).
+    compare_with: list[str] = Field(default_factory=list)
+
+    #: Where the study file lives; relative paths in it resolve from here.
+    source: Path | None = Field(default=None, exclude=True)
+    #: The study file as the user named it, for messages.
+    display_path: str | None = Field(default=None, exclude=True)
+
+    @field_validator("search_space", mode="before")
+    @classmethod
+    def _shorthand(cls, v: Any) -> Any:
+        # ``lr: [0.1, 0.01]`` is shorthand for categorical choices;
+        # a mapping without ``type`` but with ``choices`` is categorical too.
+        if not isinstance(v, dict):
+            return v
+        out: dict[Any, Any] = {}
+        for name, spec in v.items():
+            if isinstance(spec, list):
+                spec = {"type": "categorical", "choices": spec}
+            elif isinstance(spec, dict) and "type" not in spec and "choices" in spec:
+                spec = {"type": "categorical", **spec}
+            out[name] = spec
+        return out
+
+    @field_validator("search_space")
+    @classmethod
+    def _names(cls, v: dict[str, Any]) -> dict[str, Any]:
+        for name in v:
+            if not re.match(r"^[A-Za-z_][A-Za-z0-9_.]*$", name):
+                raise ValueError(
+                    f"parameter name {name!r} must start with a letter or '_' and hold "
+                    "only letters, digits, '_' and '.'"
+                )
+        return v
+
+    @property
+    def file(self) -> str:
+        """The study file for error messages: as the user named it."""
+        if self.display_path:
+            return self.display_path
+        return str(self.source) if self.source is not None else "<study>"
+
+    @property
+    def study_dir(self) -> Path:
+        return self.source.parent if self.source is not None else Path.cwd()
+
+    @property
+    def trainer_settings(self) -> dict[str, Any]:
+        return dict(self.trainer.model_extra or {})
+
+    def resolved_storage(self) -> str:
+        """The storage URL, defaulting to ``hpsearch.db`` beside the study file."""
+        if self.storage:
+            return self.storage
+        return f"sqlite:///{(self.study_dir / 'hpsearch.db').resolve()}"
+
+    def compare_with_paths(self) -> list[Path]:
+        """The ``compare_with`` study files, resolved from this file's folder."""
+        return [p if p.is_absolute() else (self.study_dir / p).resolve() for p in map(Path, self.compare_with)]
+
+    def resolved_artifacts(self) -> Path:
+        """Artifact folder: ``artifacts`` or ``hpsearch-artifacts`` beside a SQLite file."""
+        if self.artifacts:
+            p = Path(self.artifacts)
+            return p if p.is_absolute() else (self.study_dir / p).resolve()
+        url = self.resolved_storage()
+        if url.startswith("sqlite:///"):
+            return Path(url[len("sqlite:///") :]).resolve().parent / "hpsearch-artifacts"
+        return (self.study_dir / "hpsearch-artifacts").resolve()

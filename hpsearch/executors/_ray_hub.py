@@ -1,0 +1,87 @@
+"""The report hub: how a trial on Ray talks to the driver.
+
+Trials push intermediate values to one async actor (:class:`ReportHub`); the
+driver long-polls it in the same ``ray.wait`` as the trial tasks and answers
+each report with a decision that the trial waits for in ``should_prune``.
+:class:`HubChannel` is the trial-side end, used by single-process trials and by
+rank 0 of a data-parallel trial. This module imports nothing else of the
+executors package, so both ``_ray`` and ``_ray_train`` can import it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+__all__ = ["HubChannel", "ReportHub"]
+
+
+class ReportHub:
+    """Async actor: trials push reports, the driver drains them and decides."""
+
+    def __init__(self) -> None:
+        self._events: list[tuple[int, int, float]] = []
+        self._new = asyncio.Event()
+        self._decisions: dict[int, tuple[float, bool]] = {}
+        self._waiters: dict[int, asyncio.Event] = {}
+        self._outcomes: dict[int, dict[int, Any]] = {}
+
+    async def report(self, number: int, step: int, value: float) -> None:
+        """Queue one intermediate value for the driver."""
+        self._events.append((number, step, value))
+        self._new.set()
+
+    async def drain(self, timeout: float) -> list[tuple[int, int, float]]:
+        """All queued reports; waits up to ``timeout`` s for the first one."""
+        if not self._events:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._new.wait(), timeout)
+        events, self._events = self._events, []
+        self._new.clear()
+        return events
+
+    async def decide(self, number: int, step: float, stop: bool) -> None:
+        """Answer trial ``number``'s reports up to ``step``: stop it or let it go on."""
+        self._decisions[number] = (step, stop)
+        self._waiters.setdefault(number, asyncio.Event()).set()
+
+    async def decision(self, number: int, step: int) -> bool:
+        """Wait for the driver's answer to the report at ``step``; True means stop."""
+        while True:
+            got = self._decisions.get(number)
+            if got is not None and (got[0] >= step or got[1]):
+                return got[1]
+            ev = self._waiters.setdefault(number, asyncio.Event())
+            await ev.wait()
+            ev.clear()
+
+    async def put_outcome(self, number: int, rank: int, outcome: Any) -> None:
+        """Keep one rank's outcome of a data-parallel trial."""
+        self._outcomes.setdefault(number, {})[rank] = outcome
+
+    async def take_outcomes(self, number: int) -> dict[int, Any]:
+        """Hand over (and forget) the ranks' outcomes of trial ``number``."""
+        return self._outcomes.pop(number, {})
+
+    async def forget(self, number: int) -> None:
+        """Drop the decisions of a finished trial."""
+        self._decisions.pop(number, None)
+        self._waiters.pop(number, None)
+
+
+class HubChannel:
+    """The trial-side end of the hub (lives in the Ray worker)."""
+
+    def __init__(self, hub: Any) -> None:
+        self._hub = hub
+
+    def report(self, trial_number: int, step: int, value: float) -> None:
+        """Send one intermediate value (fire and forget)."""
+        self._hub.report.remote(trial_number, step, value)
+
+    def decision(self, trial_number: int, step: int) -> bool:
+        """Block until the driver has decided on the report at ``step``."""
+        import ray
+
+        return bool(ray.get(self._hub.decision.remote(trial_number, step)))

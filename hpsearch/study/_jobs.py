@@ -1,0 +1,60 @@
+"""What the loop hands the executor: resources, jobs, and the executor itself."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from hpsearch.study._scheduling import TrialToRun
+from hpsearch.trainers import TrialResources
+
+if TYPE_CHECKING:
+    from hpsearch.config import StudyConfig
+    from hpsearch.executors import BaseExecutor, TrialJob
+    from hpsearch.study._prepare import Prepared
+
+__all__ = ["make_job", "study_executor", "trial_resources"]
+
+
+def trial_resources(config: StudyConfig, *, workers: bool = True) -> TrialResources:
+    """What one trial asks for; a whole-search import runs on one worker (``workers=False``)."""
+    r = config.resources
+    if not workers:
+        return TrialResources(cpus=r.cpus, gpus=r.gpus, custom=dict(r.custom))
+    return TrialResources(cpus=r.cpus, gpus=r.gpus, workers=r.workers, custom=dict(r.custom))
+
+
+def make_job(prepared: Prepared, chosen: TrialToRun, best: float | None) -> TrialJob:
+    """The job for ``chosen``: its params, the trainer, and the best value so far (to drop a worse model early)."""
+    from hpsearch.executors import TrialJob
+
+    cfg = prepared.config
+    if chosen.imports:
+        resources = trial_resources(cfg, workers=False)
+        return TrialJob(chosen.number, {}, prepared.trainer, resources, cfg.name, cfg.objective.metric)
+    return TrialJob(
+        number=chosen.number,
+        params=chosen.params,
+        trainer=prepared.trainer,
+        resources=trial_resources(cfg),
+        study_name=cfg.name,
+        objective=cfg.objective.metric,
+        best_value=best,
+        maximize=cfg.objective.direction == "maximize",
+    )
+
+
+def study_executor(prepared: Prepared) -> BaseExecutor:
+    """The executor ``executor:`` names, not started (Ray's workers warmed with the trainer)."""
+    from hpsearch.executors import make_executor
+
+    cfg = prepared.config
+    if cfg.executor == "local":
+        return make_executor("local", max_concurrent=cfg.max_concurrent_trials)
+    trainer = prepared.trainer
+    return make_executor(
+        "ray",
+        address=cfg.ray.address,
+        max_concurrent=cfg.max_concurrent_trials,
+        namespace=cfg.ray.namespace,
+        warm=None if trainer.imports_trials else (trainer, trial_resources(cfg)),
+    )

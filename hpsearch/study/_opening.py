@@ -1,0 +1,102 @@
+"""Opening a study: create or load it through the mirror, check it matches the file, name its objective."""
+
+from __future__ import annotations
+
+import json
+import time
+import warnings
+from typing import TYPE_CHECKING
+
+from hpsearch._version import __version__
+from hpsearch.errors import ConfigError, HpsearchError
+from hpsearch.storage._urls import open_storage
+from hpsearch.study._prepare import Prepared, resolved_config_yaml
+from hpsearch.study._recovery import DRIVER_ATTR
+
+if TYPE_CHECKING:
+    import optuna
+
+    from hpsearch.config import StudyConfig
+
+__all__ = ["check_compatible", "name_objective", "open_study"]
+
+
+def open_study(prepared: Prepared, driver: str) -> optuna.Study:
+    """Create or load the study, refusing one run with another direction or search space."""
+    import optuna
+    import sqlalchemy.exc
+
+    from hpsearch.storage._mirror import MirroredStorage, storage_retry_s
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    cfg = prepared.config
+    retry_s = storage_retry_s()  # a bad $HPSEARCH_STORAGE_RETRY_S is refused before the database is opened
+    # Trials are stamped with this driver in the transaction that creates them, so a
+    # trial created twice after a lost connection is recognised (see GhostWatch).
+    storage = MirroredStorage(
+        open_storage(prepared.storage_url), retry_s=retry_s, trial_system_attrs={DRIVER_ATTR: driver}
+    )
+    direction = cfg.objective.direction
+    for attempt in range(5):
+        try:
+            study = optuna.create_study(
+                study_name=cfg.name,
+                storage=storage,
+                sampler=prepared.sampler,
+                pruner=prepared.pruner,
+                direction=direction,
+                load_if_exists=True,
+            )
+            break
+        except sqlalchemy.exc.IntegrityError:
+            # Another driver created it at the same moment: load it.
+            time.sleep(0.1 * (attempt + 1))
+    else:  # pragma: no cover - five collisions in a row
+        raise HpsearchError(f"{prepared.file}: name: could not create or load study {cfg.name!r}")
+    if study.direction.name.lower() != direction:
+        raise ConfigError(
+            f"{prepared.file}: objective.direction: study {cfg.name!r} in storage was created "
+            f"with direction {study.direction.name.lower()}; keep it or rename the study"
+        )
+    name_objective(study, cfg.objective.metric)
+    check_compatible(study, cfg, prepared.file)
+    return study
+
+
+def check_compatible(study: optuna.Study, config: StudyConfig, file: str) -> None:
+    """Refuse a changed search space on a study with trials; record what this run is (writes only changes)."""
+    attrs = study.user_attrs
+    space = json.dumps({k: v.model_dump(mode="json") for k, v in config.search_space.items()}, sort_keys=True)
+    stored = attrs.get("hpsearch.search_space")
+    if stored is not None and stored != space and study.get_trials(deepcopy=False):
+        raise ConfigError(
+            f"{file}: search_space: differs from the one study "
+            f"{config.name!r} was run with; rename the study (name:) to start a new one"
+        )
+    updates = {
+        "hpsearch.search_space": space,
+        "hpsearch.config": resolved_config_yaml(config),
+        "hpsearch.version": __version__,
+        "hpsearch.trainer": config.trainer.kind,
+        "hpsearch.objective": config.objective.metric,
+    }
+    if config.source:
+        updates["hpsearch.study_file"] = str(config.source)
+    for key, value in updates.items():
+        if attrs.get(key) != value:
+            study.set_user_attr(key, value)
+
+
+def name_objective(study: optuna.Study, metric: str) -> None:
+    """Name the study's objective, so the dashboard's axes read the metric, not "Objective 0".
+
+    Written right after the study is created (Optuna has no way to pass it to
+    ``create_study``); a run that died in between is healed by the next one,
+    and a re-run with the names already set writes nothing.
+    """
+    import optuna
+
+    if study.metric_names != [metric]:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names([metric])

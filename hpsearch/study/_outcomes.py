@@ -1,0 +1,176 @@
+"""Outcome -> state rules, in the spirit of Optuna's ``study/_tell.py``.
+
+A finished trial becomes COMPLETE, PRUNED or FAIL here; a FAIL may queue a
+retry. Everything a trainer hands back is stored with the storage password
+masked (its text, and the keys too).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from hpsearch.errors import one_line
+from hpsearch.search import RETRY_ATTR
+from hpsearch.storage import _optuna as ox
+from hpsearch.storage._urls import mask_secrets, url_password
+from hpsearch.study._artifacts import ArtifactUploader
+
+if TYPE_CHECKING:
+    import optuna
+
+    from hpsearch.config import StudyConfig
+    from hpsearch.executors import TrialOutcome
+    from hpsearch.study._recovery import Requeue
+
+__all__ = ["OutcomeRecorder", "RunningTrial", "jsonable", "masked", "storage_secrets"]
+
+
+@dataclass
+class RunningTrial:
+    """A trial this driver has handed to the executor (``trial`` None: a whole-search import)."""
+
+    trial: optuna.trial.Trial | None
+    params: dict[str, Any]
+    attempt: int
+    stop_requested: bool = False
+
+    @property
+    def live(self) -> optuna.trial.Trial:
+        """The live Optuna trial (an import has none: it is recorded by ``import_search``)."""
+        if self.trial is None:
+            raise RuntimeError("a whole-search import has no trial of its own")
+        return self.trial
+
+
+class OutcomeRecorder:
+    """Tells each finished trial's state, with its attributes, in one transaction.
+
+    Args:
+        config: The study (objective, retries, the non-finite loss rule).
+        secrets: Strings masked in everything stored.
+        artifacts: Where a trial's files go.
+        requeue: Queues a failed trial's params to run again.
+    """
+
+    def __init__(
+        self, config: StudyConfig, secrets: tuple[str, ...], artifacts: ArtifactUploader, requeue: Requeue
+    ) -> None:
+        self.config = config
+        self.secrets = secrets
+        self.artifacts = artifacts
+        self.requeue = requeue
+
+    def record(
+        self, study: optuna.Study, run: RunningTrial, outcome: TrialOutcome, *, interrupted: bool, best: float | None
+    ) -> bool:
+        """Tell ``run``'s final state from ``outcome``; returns whether it counts against ``max_failures``."""
+        attrs: dict[str, Any] = {"placement": outcome.placement, **outcome.user_attrs}
+        finished_first = outcome.failure is None and not outcome.pruned
+        if run.stop_requested and interrupted and not finished_first:
+            self.fail(study, run, "interrupted", attrs, retry=True)
+            return False
+        # (A trial that finished its work before the stop arrived keeps its result.)
+        if outcome.failure is not None:
+            f = outcome.failure
+            # A trainer's error may quote a URL with a password: write_attrs masks it.
+            attrs.update({"fail_type": f.type, "fail_message": f.message, "traceback": f.traceback})
+            if not (f.type == "NonFiniteLoss" and self.config.on_nonfinite_loss == "prune"):
+                retry = f.retriable and run.attempt <= self.config.max_retries
+                self.fail(study, run, f.reason, attrs, retry=retry)
+                return True
+            attrs["fail_reason"] = f.reason  # kept as the reason it was pruned
+        if outcome.pruned or outcome.failure is not None:
+            self._tell_pruned(study, run, attrs)
+            return False
+        return self._tell_complete(study, run, outcome, attrs, best)
+
+    def _tell_pruned(self, study: optuna.Study, run: RunningTrial, attrs: dict[str, Any]) -> None:
+        from optuna.trial import TrialState
+
+        with ox.batch(study):  # attributes and state in one transaction
+            self.write_attrs(run.live, attrs)
+            study.tell(run.live, state=TrialState.PRUNED)
+
+    def _tell_complete(
+        self, study: optuna.Study, run: RunningTrial, outcome: TrialOutcome, attrs: dict[str, Any], best: float | None
+    ) -> bool:
+        metric = self.config.objective.metric
+        value = outcome.metrics.get(metric)
+        if value is None or not math.isfinite(value):
+            reason = (
+                f"trainer returned no metric {metric!r} (got: {', '.join(outcome.metrics) or 'nothing'}); "
+                "set objective.metric to one of those"
+                if value is None
+                else f"non-finite objective value {value}"
+            )
+            attrs["metrics"] = {k: v for k, v in outcome.metrics.items() if math.isfinite(v)}
+            self.fail(study, run, reason, attrs, retry=False)
+            return True
+        attrs["metrics"] = outcome.metrics
+        # Artifact references, attributes and state in one transaction; the files are
+        # written first, so a reference never points at a missing file.
+        with ox.batch(study):
+            if outcome.artifacts:
+                attrs["artifacts"] = self.artifacts.upload_trial(run.live, outcome.artifacts, value, best)
+            self.write_attrs(run.live, attrs)
+            study.tell(run.live, value)
+        return False
+
+    def fail(self, study: optuna.Study, run: RunningTrial, reason: str, attrs: dict[str, Any], *, retry: bool) -> None:
+        """Tell ``run`` FAIL with ``reason``; with ``retry``, queue its params to run again."""
+        from optuna.trial import TrialState
+
+        attrs["fail_reason"] = reason
+        if retry:
+            # Queued before the FAIL: a driver killed in between leaves the trial RUNNING
+            # with its re-run queued, which recovery sees and does not queue twice.
+            interrupted = reason == "interrupted"
+            self.requeue(study, run.params, run.live.number, run.attempt + (0 if interrupted else 1))
+        with ox.batch(study):  # attributes and state in one transaction
+            self.write_attrs(run.live, attrs)
+            if retry:
+                ox.set_trial_system_attr(study, run.live, RETRY_ATTR, True)
+            study.tell(run.live, state=TrialState.FAIL)
+
+    def write_attrs(self, trial: optuna.trial.Trial, attrs: dict[str, Any]) -> None:
+        """Store ``attrs`` (trainer data among them) with the storage password masked, keys too."""
+        for key, value in attrs.items():
+            trial.set_user_attr(mask_secrets(key, *self.secrets), masked(jsonable(value), self.secrets))
+
+
+def storage_secrets(url: str) -> tuple[str, ...]:
+    """The password of storage ``url``, as written (percent-encoded) and decoded.
+
+    ``user:password@`` and ``?password=`` both count. Passwords under 4 characters are
+    left out, as ``mask_secrets`` does for ``PGPASSWORD``: masking them would garble plain text.
+    """
+    from urllib.parse import parse_qs, unquote, urlsplit
+
+    found = [url_password(url)]
+    with contextlib.suppress(ValueError):
+        found += parse_qs(urlsplit(url).query).get("password", [])
+    return tuple(dict.fromkeys(s for p in found if p for s in (p, unquote(p)) if len(s) >= 4))
+
+
+def masked(value: Any, secrets: tuple[str, ...]) -> Any:
+    """JSON-like ``value`` with every URL password and each of ``secrets`` masked in its strings and keys."""
+    if isinstance(value, str):
+        return mask_secrets(value, *secrets)
+    if isinstance(value, dict):
+        return {mask_secrets(k, *secrets) if isinstance(k, str) else k: masked(v, secrets) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [masked(v, secrets) for v in value]
+    return value
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` if JSON can store it, else its one-line ``repr`` (at most 1000 characters)."""
+    try:
+        json.dumps(value)
+        return value
+    except (TypeError, ValueError):
+        return one_line(repr(value))[:1000]

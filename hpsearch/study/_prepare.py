@@ -1,0 +1,150 @@
+"""Everything checked and built before storage is touched: :func:`prepare` and its validators."""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from hpsearch.config import StudyConfig
+from hpsearch.config import format_validation as _format_validation
+from hpsearch.errors import ConfigError, HpsearchError
+from hpsearch.storage._urls import check_storage, mask_url
+from hpsearch.trainers import TRAINERS, BaseTrainer, trainer_class
+
+__all__ = [
+    "Prepared",
+    "build_trainer",
+    "check_objective",
+    "check_ray_address",
+    "check_ray_installed",
+    "prepare",
+    "resolved_config_yaml",
+]
+
+
+@dataclass
+class Prepared:
+    """Everything checked and built before storage is touched."""
+
+    config: StudyConfig
+    file: str
+    trainer: BaseTrainer
+    distributions: dict[str, Any]
+    sampler: Any
+    pruner: Any
+    storage_url: str
+
+
+def _prefixed(err: HpsearchError, file: str) -> HpsearchError:
+    text = str(err)
+    if text.startswith(file):
+        return err
+    new = type(err)(f"{file}: {text}")
+    return new
+
+
+def build_trainer(cfg: StudyConfig) -> BaseTrainer:
+    file = cfg.file
+    kind = cfg.trainer.kind
+    if kind not in TRAINERS:
+        raise ConfigError(f"{file}: trainer.kind: unknown trainer {kind!r}; choose one of: {', '.join(TRAINERS)}")
+    cls = trainer_class(kind)
+    try:
+        settings = cls.Settings.model_validate(cfg.trainer_settings)
+    except ValidationError as e:
+        msg = _format_validation(e, file)
+        raise ConfigError(msg.replace(f"{file}: ", f"{file}: trainer.", 1)) from None
+    return cls(settings, study_dir=cfg.study_dir, objective=cfg.objective.metric)
+
+
+def prepare(cfg: StudyConfig, *, check_trainer: bool = True) -> Prepared:
+    """Validate the whole study (sampler, pruner, trainer, storage) without writing."""
+    from hpsearch.search import make_pruner, make_sampler, to_distributions
+
+    file = cfg.file
+    if cfg.n_trials is None and cfg.timeout is None and cfg.sampler.name != "grid":
+        raise ConfigError(f"{file}: n_trials: set n_trials or timeout, or the study never ends")
+    sampler = make_sampler(cfg)
+    pruner = make_pruner(cfg)
+    distributions = to_distributions(cfg)
+    trainer = build_trainer(cfg)
+    if cfg.resources.workers > 1 and not trainer.supports_workers:
+        raise ConfigError(f"{file}: resources.workers: trainer {trainer.kind!r} runs on one worker; set workers: 1")
+    if cfg.resources.workers > 1 and cfg.executor != "ray":
+        raise ConfigError(
+            f"{file}: resources.workers: data-parallel trials run through Ray Train; "
+            "use executor: ray or set workers: 1"
+        )
+    if check_trainer:
+        try:
+            trainer.validate(set(cfg.search_space))
+        except HpsearchError as e:
+            raise _prefixed(e, file) from None
+        check_objective(trainer, cfg)
+    if cfg.executor == "ray":
+        check_ray_installed(file)
+        check_ray_address(cfg.ray.address or os.environ.get("RAY_ADDRESS"), file)
+    url = cfg.resolved_storage()
+    check_storage(url, file=file)
+    return Prepared(cfg, file, trainer, distributions, sampler, pruner, url)
+
+
+def check_objective(trainer: BaseTrainer, cfg: StudyConfig) -> None:
+    """Refuse an ``objective.metric`` the trainer never returns (when it can tell in advance)."""
+    known = trainer.metrics()
+    metric = cfg.objective.metric
+    if known is not None and metric not in known:
+        raise ConfigError(
+            f"{cfg.file}: objective.metric: {metric!r} is not a metric trainer {trainer.kind!r} "
+            f"returns; use one of: {', '.join(sorted(known))}"
+        )
+
+
+def check_ray_installed(file: str) -> None:
+    """Refuse ``executor: ray`` without Ray installed, before anything is written.
+
+    Only looks Ray up: importing it here would fix its settings (loopback, token
+    auth) before the executor has set them.
+    """
+    import importlib.util
+
+    try:
+        found = importlib.util.find_spec("ray") is not None
+    except (ImportError, ValueError):
+        found = False
+    if not found:
+        raise ConfigError(
+            f"{file}: executor: ray is not installed; pip install 'ray[default,train]', or run with --executor local"
+        )
+
+
+def check_ray_address(address: str | None, file: str, *, timeout: float = 5.0) -> None:
+    """Refuse an unreachable ``host:port`` before anything is written.
+
+    Ray itself retries a dead address for minutes; a TCP connect answers in seconds.
+    """
+    if not address or address in ("auto", "local"):
+        return
+    hostport = address.split("://", 1)[-1].rsplit("/", 1)[0]
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"{file}: ray.address: expected host:port or ray://host:port, got {address!r}")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise ConfigError(
+            f"{file}: ray.address: cannot reach Ray at {address} ({e.strerror or e}); start the "
+            "cluster (ray start --head) or fix the address, or drop it to run on a local Ray"
+        ) from None
+
+
+def resolved_config_yaml(cfg: StudyConfig) -> str:
+    """The fully resolved study as YAML, with the storage password masked."""
+    data = cfg.model_dump(mode="json", exclude={"source"})
+    data["storage"] = mask_url(cfg.resolved_storage())
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
