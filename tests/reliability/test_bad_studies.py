@@ -170,8 +170,19 @@ def _corpus_setup(name: str) -> Setup:
     return setup
 
 
+#: Every case's outcome, computed once per process: under pytest-xdist a worker may run this
+#: module's tests between other modules' tests, and pytest then sets a module fixture up again.
+_OUTCOMES: dict[str, Outcome] = {}
+
+
 @pytest.fixture(scope="module")
 def outcomes(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Outcome]:
+    if not _OUTCOMES:
+        _OUTCOMES.update(_run_cases(request, tmp_path_factory))
+    return _OUTCOMES
+
+
+def _run_cases(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Outcome]:
     ids = [item.callspec.params["case"] for item in request.session.items
            if item.module is request.module and hasattr(item, "callspec") and "case" in item.callspec.params]
     needs_db = any(i.startswith("existing/") for i in ids)
