@@ -24,25 +24,6 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         services.stop_own_server()
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the marks into node ids
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under pytest-xdist (``.ci/test`` runs ``-n 2 --dist loadgroup``), keep each module
-    whose tests share a module-scoped fixture on one worker.
-
-    Such a fixture (a two-node Ray, the bad-study corpus run once in a thread pool, a
-    per-module PostgreSQL database) would otherwise be built once per worker, and the corpus
-    fixture runs every case of its module whichever tests the worker got. An explicit
-    ``xdist_group`` mark on a test wins. Without xdist the marks change nothing.
-    """
-    for item in items:
-        if item.get_closest_marker("xdist_group") is not None:
-            continue
-        info = getattr(item, "_fixtureinfo", None)
-        defs = info.name2fixturedefs.values() if info is not None else ()
-        if any(d.scope == "module" for chain in defs for d in chain):
-            item.add_marker(pytest.mark.xdist_group(name=item.nodeid.split("::", 1)[0]))
-
-
 @pytest.fixture
 def write_study(tmp_path: Path):
     """Write a study YAML (and optional extra files) into tmp_path; return its path."""
