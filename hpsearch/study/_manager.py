@@ -144,10 +144,10 @@ class StudyManager:
         """
         self._setup()
         executor = self.executor or study_executor(self.prepared)
-        # A private Ray starts on a thread while the storage opens; shut down on every path.
-        executor.prestart()
         try:
             orphans = self._open()
+            if self._scheduler.wants_more(self.study):  # nothing left to run: no Ray is started
+                executor.prestart()  # a private Ray starts on a thread while the trainer prepares
             old_handler = None
             if threading.current_thread() is threading.main_thread():
                 old_handler = signal.signal(signal.SIGINT, self._on_sigint)
