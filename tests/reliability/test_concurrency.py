@@ -36,12 +36,28 @@ n_trials: 24
 executor: local
 search_space:
   x: {{type: float, low: -10, high: 10}}
-trainer: {{kind: python, function: "obj.py:quadratic"}}
+trainer: {{kind: python, function: "obj.py:shared_quadratic"}}
 """
+
+# Each driver's first trial waits (at most a minute) until a second driver has started a
+# trial, so "the work was shared" does not depend on how fast four processes import hpsearch
+# on a loaded machine. Local trials run on the driver's threads: the pid names the driver.
+SHARED = '''
+
+def shared_quadratic(params):
+    from pathlib import Path
+    here = Path(__file__).with_name("started")
+    here.mkdir(exist_ok=True)
+    (here / str(os.getpid())).touch()
+    deadline = time.monotonic() + 60
+    while len(list(here.iterdir())) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return (params["x"] - 2) ** 2
+'''
 
 
 def _run_four(tmp_path, text, storage):
-    (tmp_path / "obj.py").write_text(textwrap.dedent(OBJECTIVES))
+    (tmp_path / "obj.py").write_text(textwrap.dedent(OBJECTIVES) + SHARED)
     path = tmp_path / "study.yaml"
     path.write_text(textwrap.dedent(text.format(storage=storage)))
     env = {**os.environ, "HPS_TEST_SLEEP": "0.05"}
