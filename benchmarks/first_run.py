@@ -10,6 +10,8 @@ shared machine falls on all three:
          on digits with 5-fold CV reported fold by fold, a fresh SQLite file
   ray    ``hpsearch run quickstart.yaml`` (the default executor: a private Ray)
   local  ``hpsearch run quickstart.yaml --executor local``
+  ray_now  the default with ``ray: {driver_first_s: 0}``: Ray starts at once and
+         runs every trial (what the default did before driver-first)
 
 Prints the median and range of each and the ratio of medians to ``plain``
 (target for ``ray``: under 1.5), and the load average before and after.
@@ -79,6 +81,7 @@ COMMANDS = {
     "plain": "plain Optuna script, SQLite (the peer)",
     "ray": "`hpsearch run studies/quickstart.yaml` (default: private Ray)",
     "local": "`hpsearch run studies/quickstart.yaml --executor local`",
+    "ray_now": "the same with `ray: {driver_first_s: 0}` (every trial on Ray, as before driver-first)",
 }
 
 
@@ -92,7 +95,10 @@ def _argv(name: str, work: Path) -> list[str]:
     if name == "plain":
         (work / "plain.py").write_text(PLAIN)
         return [sys.executable, "plain.py"]
-    shutil.copy(ROOT / "studies" / "quickstart.yaml", work / "quickstart.yaml")
+    text = (ROOT / "studies" / "quickstart.yaml").read_text()
+    if name == "ray_now":
+        text += "ray: {driver_first_s: 0}\n"
+    (work / "quickstart.yaml").write_text(text)
     argv = [str(bin_dir / "hpsearch"), "run", "quickstart.yaml", "-q", "--storage", "sqlite:///hpsearch.db"]
     return argv + (["--executor", "local"] if name == "local" else [])
 

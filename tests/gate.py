@@ -15,10 +15,14 @@ the study with ``env=gate.env`` (the folder travels in ``HPS_GATE``).
 from __future__ import annotations
 
 import itertools
+import os
 import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+from hpsearch.trainers.sklearn._cv import SklearnCVTrainer
 
 GATED = '''
 import os, time
@@ -89,3 +93,20 @@ def wait_until(what: str, ready: Callable[[], bool], proc: subprocess.Popen[str]
         if time.monotonic() > deadline:
             raise AssertionError(f"gave up waiting for {what} after {PATIENCE_S:.0f} s")
         time.sleep(0.02)
+
+
+
+class GatedSklearnCV(SklearnCVTrainer):
+    """A real sklearn_cv trainer whose trials wait for ``release-<number>`` in ``gate_dir``.
+
+    Here, in an importable module rather than a test file, so that a Ray worker can unpickle it.
+    """
+
+    gate_dir = ""
+
+    def run(self, params: dict[str, Any], ctx: Any) -> Any:
+        gate = Path(self.gate_dir)
+        (gate / f"arrived-{ctx.trial_number}").write_text(str(os.getpid()))
+        while not (gate / f"release-{ctx.trial_number}").exists():
+            time.sleep(0.02)
+        return super().run(params, ctx)

@@ -96,6 +96,10 @@ class RayConfig(_Model):
 
     address: str | None = None
     namespace: str | None = None
+    #: A private Ray (no ``address``) and a light trainer (``sklearn_cv``): trials run on
+    #: the driver's threads for this many seconds before Ray starts, so a study that is
+    #: done by then never pays Ray's start-up. 0 starts Ray at once.
+    driver_first_s: Num = Field(default=5.0, ge=0)
 
 
 class FloatParam(_Model):

@@ -169,8 +169,7 @@ class RayExecutor(BaseExecutor):
         self._refs: dict[Any, int] = {}
         self._by_number: dict[int, Any] = {}
         self._drain_ref: Any = None
-        self._totals: dict[str, float] = {}
-        self._totals_at = 0.0
+        self._totals, self._totals_at = dict[str, float](), 0.0
 
     def describe(self) -> str:
         return f"ray ({self.address or 'local, 127.0.0.1'})"
@@ -189,6 +188,10 @@ class RayExecutor(BaseExecutor):
         self._old_sigterm = exit_on_sigterm()
         self._boot = BackgroundStart(self._connect)
         self._boot.begin()
+
+    def starting(self) -> bool | None:
+        """None: :meth:`prestart` not called (or nothing to start); True: Ray still starting; False: started."""
+        return None if self._boot is None else not self._boot.done()
 
     def start(self) -> None:
         """Join the cluster or start the private Ray, then the hub and (private Ray) warm workers."""

@@ -58,6 +58,10 @@ class BackgroundStart:
             self._ready.set()
         self._stop.wait()
 
+    def done(self) -> bool:
+        """Whether ``target`` has returned (or raised): :meth:`wait` will not block."""
+        return self._ready.is_set()
+
     def wait(self) -> None:
         """Block until ``target`` has returned; raise what it raised."""
         self._ready.wait()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING
 
 from hpsearch.study._scheduling import TrialToRun
@@ -51,10 +52,25 @@ def study_executor(prepared: Prepared) -> BaseExecutor:
     if cfg.executor == "local":
         return make_executor("local", max_concurrent=cfg.max_concurrent_trials)
     trainer = prepared.trainer
+    resources = trial_resources(cfg)
+    if _fits_driver_first(prepared, resources):
+        from hpsearch.executors._driver_first import DriverFirst, driver_slots
+
+        ray = make_executor("ray", max_concurrent=cfg.max_concurrent_trials, namespace=cfg.ray.namespace)
+        slots = driver_slots(resources, cfg.max_concurrent_trials)
+        return DriverFirst(ray, slots, cfg.ray.driver_first_s)  # type: ignore[arg-type]
     return make_executor(
         "ray",
         address=cfg.ray.address,
         max_concurrent=cfg.max_concurrent_trials,
         namespace=cfg.ray.namespace,
-        warm=None if trainer.imports_trials else (trainer, trial_resources(cfg)),
+        warm=None if trainer.imports_trials else (trainer, resources),
     )
+
+
+def _fits_driver_first(prepared: Prepared, resources: TrialResources) -> bool:
+    """A private Ray, ``ray.driver_first_s`` > 0, a light trainer and CPU-only one-worker trials."""
+    cfg, trainer = prepared.config, prepared.trainer
+    private = cfg.ray.address is None and not os.environ.get("RAY_ADDRESS")
+    light = trainer.runs_on_driver and not trainer.imports_trials
+    return private and light and cfg.ray.driver_first_s > 0 and resources == TrialResources(cpus=resources.cpus)

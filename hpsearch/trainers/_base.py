@@ -246,6 +246,9 @@ class BaseTrainer(abc.ABC):
     #: :class:`TrialRecord` list it leaves in ``ctx.user_attrs[RECORDS_ATTR]``
     #: as trials; other user attrs become study attributes.
     imports_trials: ClassVar[bool] = False
+    #: True for a light trainer (nothing heavy to import, short trials) whose first trials may
+    #: run on the driver's threads while a private Ray is not started (``ray.driver_first_s``).
+    runs_on_driver: ClassVar[bool] = False
     #: Parameter names this trainer understands (None: any, as for ``python``).
     tunable: ClassVar[frozenset[str] | None] = None
 

@@ -27,7 +27,9 @@ def _trials(tmp_path, name):
 def test_quickstart_stores_n_trials_and_optuna_reads_them(tmp_path):
     src = (os.path.dirname(__file__) + "/../../studies/quickstart.yaml")
     study_file = tmp_path / "quickstart.yaml"
-    study_file.write_text(open(src).read())
+    # Every trial on Ray (driver_first_s: 0): the default runs a study this short on the
+    # driver alone (test_driver_first.py), and this test follows the Ray path end to end.
+    study_file.write_text(open(src).read() + "ray: {driver_first_s: 0}\n")
     res = run_cli("run", study_file, "--n-trials", "6", cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
     study, trials = _trials(tmp_path, "quickstart")

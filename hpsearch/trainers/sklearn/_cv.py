@@ -36,6 +36,7 @@ class SklearnCVTrainer(BaseTrainer):
 
     kind = "sklearn_cv"
     Settings = SklearnCVSettings
+    runs_on_driver = True
     settings: SklearnCVSettings
 
     def validate(self, param_names: set[str]) -> None:
