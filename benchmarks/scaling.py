@@ -101,43 +101,58 @@ def run_inflight(cpus: int, rounds: int, tmp: Path) -> dict:
     from hpsearch.study import StudyManager
 
     path = _study(tmp, cpus * rounds, sleep=1.0)
-    t0 = time.time()
-    StudyManager(load_config(str(path), {}), executor=RayExecutor(num_cpus=cpus)).run()
+    t0, cpu0 = time.time(), time.process_time()
+    rss = _PeakRSS()
+    try:
+        StudyManager(load_config(str(path), {}), executor=RayExecutor(num_cpus=cpus)).run()
+    finally:
+        rss.stop()
     trials = _trials(tmp)
     ends = sorted(t.datetime_complete.timestamp() for t in trials if t.datetime_complete)
-    return {"t0": t0, "t1": time.time(), "ends": ends}
+    cpu_ms = (time.process_time() - cpu0) * 1000 / max(1, len(ends))  # the driver's CPU (all its threads)
+    return {"t0": t0, "t1": time.time(), "ends": ends, "peak_rss": rss.peak, "peak_procs": rss.procs, "cpu_ms": cpu_ms}
 
 
-def worker(kind: str, n: int, out: Path, rounds: int) -> None:
+def worker(kind: str, n: int, tmp: Path, rounds: int) -> None:
+    if kind == "inflight":
+        res = run_inflight(n, rounds, tmp)
+    else:
+        res = run_optuna(n, tmp) if kind == "optuna" else run_hpsearch(n, tmp, kind)
+        trials = _trials(tmp)
+        res["first"], res["last"] = _steady(trials, n)
+        res["trials"] = len(trials)
+    (tmp / "result.json").write_text(json.dumps(res))
+
+
+def _partial(tmp: Path) -> dict | None:
+    """What a path killed at its timeout had finished: trials done and their steady ms/trial."""
+    try:
+        trials = [t for t in _trials(tmp) if t.datetime_complete is not None]
+    except Exception:  # noqa: BLE001 - killed before its study existed
+        return None
+    if len(trials) < 2:
+        return None
+    first, last = _steady(trials, len(trials))
+    return {"done": len(trials), "first": first, "last": last}
+
+
+def run(kind: str, n: int, timeout: float, rounds: int = 0) -> dict:
+    """One path in a fresh interpreter; ``{"timeout": True, "partial": ...}`` when it ran past ``timeout``."""
     with tempfile.TemporaryDirectory(prefix=f"hps-scale-{kind}-", dir="/tmp") as d:
         tmp = Path(d)
-        if kind == "inflight":
-            res = run_inflight(n, rounds, tmp)
-        else:
-            res = run_optuna(n, tmp) if kind == "optuna" else run_hpsearch(n, tmp, kind)
-            trials = _trials(tmp)
-            res["first"], res["last"] = _steady(trials, n)
-            res["trials"] = len(trials)
-    out.write_text(json.dumps(res))
-
-
-def run(kind: str, n: int, timeout: float, rounds: int = 0) -> dict | None:
-    """One path in a fresh interpreter; None when it ran past ``timeout``."""
-    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as fh:
-        out = Path(fh.name)
-    argv = [sys.executable, __file__, "--_worker", kind, "--_n", str(n), "--_out", str(out), "--rounds", str(rounds)]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_USAGE_STATS_ENABLED": "0"}
-    try:
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env)
-    except subprocess.TimeoutExpired:
-        out.unlink(missing_ok=True)
-        return None
-    try:
+        argv = [sys.executable, __file__, "--_worker", kind, "--_n", str(n), "--_out", d, "--rounds", str(rounds)]
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_USAGE_STATS_ENABLED": "0"}
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                                start_new_session=True)
+        try:
+            out, _ = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 9)  # the worker and any Ray it started
+            proc.communicate()
+            return {"timeout": True, "partial": _partial(tmp)}
         if proc.returncode != 0:
-            raise SystemExit(f"{kind} {n} failed:\n{(proc.stdout + proc.stderr)[-2000:]}")
-        return json.loads(out.read_text())
-    finally:
-        out.unlink(missing_ok=True)
+            raise SystemExit(f"{kind} {n} failed:\n{out[-2000:]}")
+        return json.loads((tmp / "result.json").read_text())
 
 
 def overhead_table(counts: list[int], timeout: float) -> str:
@@ -147,32 +162,94 @@ def overhead_table(counts: list[int], timeout: float) -> str:
         for kind, label in PATHS.items():
             print(f"{kind} {n} (load {os.getloadavg()[0]:.1f}) ...", file=sys.stderr, flush=True)
             r = run(kind, n, timeout)
-            if r is None:
-                rows.append(f"| {n} | {label} | over {timeout:.0f} s: not measured | | | |")
+            if r.get("timeout"):
+                part = r["partial"]
+                if part is None:
+                    rows.append(f"| {n} | {label} | over {timeout:.0f} s: not measured | | | |")
+                    continue
+                steady = (part["last"] - part["first"]) / part["done"]
+                peer = steady if kind == "optuna" else peer
+                ratio = f"{steady / peer:.2f}" if peer and kind != "optuna" else ("1.0" if kind == "optuna" else "–")
+                rows.append(
+                    f"| {n} | {label} | killed at {timeout:.0f} s after {part['done']} trials | "
+                    f"| {fmt_ms(steady)} (of those) | {ratio} |"
+                )
                 continue
             total = r["t1"] - r["t0"]
             steady = (r["last"] - r["first"]) / n if r.get("first") else None
             peer = steady if kind == "optuna" else peer
-            ratio = f"{steady / peer:.1f}" if steady and peer else "–"
+            ratio = f"{steady / peer:.2f}" if steady and peer else "–"
             rows.append(f"| {n} | {label} | {total:.1f} | {fmt_ms(total / n)} | {fmt_ms(steady)} | {ratio} |")
     return "\n".join(rows)
 
 
 def inflight_table(cpus: list[int], rounds: int, timeout: float) -> str:
     rows = [
-        "| declared CPUs | trials (1 s each) | total s | finished/s (steady) | ideal /s | × ideal |",
-        "|---|---|---|---|---|---|",
+        "| declared CPUs | trials (1 s each) | total s | finished/s (steady) | ideal /s | × ideal "
+        "| peak memory (PSS) of Ray's processes | driver CPU ms/trial (its ceiling /s) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
+    per_process = 0.0
     for c in cpus:
         print(f"inflight {c} (load {os.getloadavg()[0]:.1f}) ...", file=sys.stderr, flush=True)
+        need = per_process * (c + 8) if per_process else 0.0  # a worker per trial in flight, plus Ray's own
+        free = _available_bytes()
+        if need > 0.8 * free:
+            rows.append(
+                f"| {c} | {c * rounds} | not run: {c} workers at {per_process / 2**20:.0f} MiB each (measured at "
+                f"{cpus[0]}) need {need / 2**30:.1f} GiB, {free / 2**30:.1f} GiB available | | {c} | | | |"
+            )
+            continue
         r = run("inflight", c, timeout, rounds)
-        if r is None:
-            rows.append(f"| {c} | {c * rounds} | over {timeout:.0f} s: not measured | | {c} | |")
+        if r.get("timeout"):
+            rows.append(f"| {c} | {c * rounds} | over {timeout:.0f} s: not measured | | {c} | | | |")
             continue
         ends = r["ends"]
         rate = (len(ends) - 1) / (ends[-1] - ends[0]) if len(ends) > 1 and ends[-1] > ends[0] else 0.0
-        rows.append(f"| {c} | {len(ends)} | {r['t1'] - r['t0']:.1f} | {rate:.1f} | {c} | {rate / c:.2f} |")
+        per_process = per_process or r["peak_rss"] / max(1, r["peak_procs"])
+        rows.append(
+            f"| {c} | {len(ends)} | {r['t1'] - r['t0']:.1f} | {rate:.1f} | {c} | {rate / c:.2f} | "
+            f"{r['peak_rss'] / 2**30:.1f} GiB, {r['peak_procs']} processes | "
+            f"{r['cpu_ms']:.1f} ({1000 / r['cpu_ms']:.0f}) |"
+        )
     return "\n".join(rows)
+
+
+def _available_bytes() -> int:
+    import psutil
+
+    return int(psutil.virtual_memory().available)
+
+
+class _PeakRSS:
+    """Samples the summed PSS (shared pages split between sharers) of this process's descendants every 0.5 s."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.peak, self.procs = 0, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        import psutil
+
+        me = psutil.Process()
+        while not self._stop.wait(0.5):
+            total, n = 0, 0
+            for p in me.children(recursive=True):
+                try:
+                    total += p.memory_full_info().pss
+                    n += 1
+                except psutil.Error:
+                    continue
+            if total > self.peak:
+                self.peak, self.procs = total, n
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def main() -> None:

@@ -8,10 +8,10 @@ each step.
 from __future__ import annotations
 
 from hpsearch.errors import Interrupted
-from hpsearch.study._callbacks import BaseCallback, CallbackList, ProgressCallback, StudyStatus
+from hpsearch.study._callbacks import BaseCallback, CallbackList, ProgressCallback
 from hpsearch.study._manager import StudyManager
 from hpsearch.study._prepare import Prepared, build_trainer, prepare, resolved_config_yaml
-from hpsearch.study._progress import Progress, ProgressStats
+from hpsearch.study._progress import Progress
 from hpsearch.study._scheduling import (
     BaseScheduler,
     ImportScheduler,
@@ -19,6 +19,7 @@ from hpsearch.study._scheduling import (
     TrialToRun,
     make_scheduler,
 )
+from hpsearch.study._status import StudyStatus
 
 __all__ = [
     "BaseCallback",
@@ -29,7 +30,6 @@ __all__ = [
     "Prepared",
     "Progress",
     "ProgressCallback",
-    "ProgressStats",
     "SamplerScheduler",
     "StudyManager",
     "StudyStatus",

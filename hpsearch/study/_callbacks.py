@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from hpsearch.errors import one_line
 from hpsearch.storage._urls import mask_secrets
-from hpsearch.study._progress import Progress, ProgressStats
+from hpsearch.study._progress import Progress
+from hpsearch.study._status import StudyStatus
 
 if TYPE_CHECKING:
     import optuna
@@ -23,30 +23,6 @@ if TYPE_CHECKING:
 __all__ = ["BaseCallback", "CallbackList", "ProgressCallback", "StudyStatus"]
 
 log = logging.getLogger("hpsearch.callbacks")
-
-
-@dataclass(frozen=True)
-class StudyStatus:
-    """Where this run of the study stands (a snapshot: later changes do not show in it).
-
-    ``failed`` counts the failures held against ``max_failures`` in this run;
-    ``finished`` is true once nothing runs and the run wants nothing more.
-    """
-
-    done: int = 0
-    total: int | None = None
-    running: int = 0
-    pruned: int = 0
-    failed: int = 0
-    best: float | None = None
-    interrupted: bool = False
-    out_of_failures: bool = False
-    imports: bool = False
-    finished: bool = False
-
-    def stats(self) -> ProgressStats:
-        """The counts as a :class:`~hpsearch.study.ProgressStats` (what the progress line shows)."""
-        return ProgressStats(self.done, self.total, self.running, self.pruned, self.failed, self.best)
 
 
 class BaseCallback:
@@ -114,14 +90,14 @@ class ProgressCallback(BaseCallback):
 
     def on_study_start(self, study: optuna.Study, status: StudyStatus) -> None:
         self.progress.__enter__()
-        self.progress.update(status.stats())
+        self.progress.update(status)
 
     def on_trial_start(self, study: optuna.Study, number: int, params: dict[str, Any], status: StudyStatus) -> None:
-        self.progress.update(status.stats())
+        self.progress.update(status)
 
     def on_trial_end(self, study: optuna.Study, number: int, status: StudyStatus) -> None:
-        self.progress.update(status.stats())
+        self.progress.update(status)
 
     def on_study_end(self, study: optuna.Study, status: StudyStatus) -> None:
-        self.progress.update(status.stats())
+        self.progress.update(status)
         self.progress.__exit__(None, None, None)

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from hpsearch.errors import Interrupted, StudyFailedError
 from hpsearch.storage import _optuna as ox
 from hpsearch.study._artifacts import ArtifactUploader
-from hpsearch.study._callbacks import BaseCallback, CallbackList, ProgressCallback, StudyStatus
+from hpsearch.study._callbacks import BaseCallback, CallbackList, ProgressCallback
 from hpsearch.study._imports import import_search
 from hpsearch.study._jobs import make_job, study_executor, trial_resources
 from hpsearch.study._opening import open_study
@@ -41,7 +41,7 @@ from hpsearch.study._recovery import (
     recover_orphans,
 )
 from hpsearch.study._scheduling import BaseScheduler, TrialToRun, make_scheduler
-from hpsearch.study._status import StatusTracker
+from hpsearch.study._status import StatusTracker, StudyStatus
 
 if TYPE_CHECKING:
     import optuna
@@ -130,7 +130,7 @@ class StudyManager:
         with self._lock.hold():
             ox.refresh(study)
             orphans = recover_orphans(study, self._driver, self._scheduler.requeue)
-        self._status.stats.total = self._scheduler.start(study)
+        self._status.total = self._scheduler.start(study)
         self._refresh_stats(study)
         return orphans
 
@@ -245,7 +245,6 @@ class StudyManager:
     def _submit(self, study: optuna.Study, executor: BaseExecutor, chosen: TrialToRun) -> None:
         self._running[chosen.number] = RunningTrial(chosen.trial, chosen.params, chosen.attempt)
         executor.submit(make_job(self.prepared, chosen, self._status.best))
-        self._status.stats.running = len(self._running)
         self._events.on_trial_start(study, chosen.number, chosen.params, self.status())
 
     def _on_report(self, study: optuna.Study, event: TrialEvent, executor: BaseExecutor) -> None:
@@ -307,7 +306,7 @@ class StudyManager:
         self._events.on_trial_end(study, number, self.status())
 
     def _refresh_stats(self, study: optuna.Study) -> None:
-        self._status.refresh(study, running=len(self._running), failures=self._failures)
+        self._status.refresh(study)
 
     def status(self) -> StudyStatus:
         """A read-only snapshot of this run: counts, best value, and why it stops."""

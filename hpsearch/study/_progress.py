@@ -3,32 +3,16 @@
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["Progress", "ProgressStats"]
+if TYPE_CHECKING:
+    from hpsearch.study._status import StudyStatus
 
-
-@dataclass
-class ProgressStats:
-    done: int = 0
-    total: int | None = None
-    running: int = 0
-    pruned: int = 0
-    failed: int = 0
-    best: float | None = None
-
-    def line(self) -> str:
-        total = "?" if self.total is None else str(self.total)
-        best = "-" if self.best is None else f"{self.best:.6g}"
-        return (
-            f"trials {self.done}/{total}  running {self.running}  pruned {self.pruned}  "
-            f"failed {self.failed}  best {best}"
-        )
+__all__ = ["Progress"]
 
 
 class Progress:
-    """Shows :class:`ProgressStats` live when ``enabled`` (default: stderr is a TTY)."""
+    """Shows a :class:`~hpsearch.study.StudyStatus` line live when ``enabled`` (default: stderr is a TTY)."""
 
     def __init__(self, title: str, *, enabled: bool | None = None) -> None:
         self.enabled = sys.stderr.isatty() if enabled is None else enabled
@@ -44,11 +28,11 @@ class Progress:
             self._live.__enter__()
         return self
 
-    def update(self, stats: ProgressStats) -> None:
+    def update(self, status: StudyStatus) -> None:
         if self._live is not None:
             from rich.text import Text
 
-            self._live.update(Text(f"{self.title}: {stats.line()}"))
+            self._live.update(Text(f"{self.title}: {status.line()}"))
 
     def __exit__(self, *exc: object) -> None:
         if self._live is not None:

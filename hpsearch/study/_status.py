@@ -2,15 +2,42 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
-
-from hpsearch.study._callbacks import StudyStatus
-from hpsearch.study._progress import ProgressStats
 
 if TYPE_CHECKING:
     import optuna
 
-__all__ = ["StatusTracker"]
+__all__ = ["StatusTracker", "StudyStatus"]
+
+
+@dataclass(frozen=True)
+class StudyStatus:
+    """Where this run of the study stands (a snapshot: later changes do not show in it).
+
+    ``failed`` counts the failures held against ``max_failures`` in this run;
+    ``finished`` is true once nothing runs and the run wants nothing more.
+    """
+
+    done: int = 0
+    total: int | None = None
+    running: int = 0
+    pruned: int = 0
+    failed: int = 0
+    best: float | None = None
+    interrupted: bool = False
+    out_of_failures: bool = False
+    imports: bool = False
+    finished: bool = False
+
+    def line(self) -> str:
+        """The counts as the progress display shows them."""
+        total = "?" if self.total is None else str(self.total)
+        best = "-" if self.best is None else f"{self.best:.6g}"
+        return (
+            f"trials {self.done}/{total}  running {self.running}  pruned {self.pruned}  "
+            f"failed {self.failed}  best {best}"
+        )
 
 
 class StatusTracker:
@@ -26,45 +53,42 @@ class StatusTracker:
         self.maximize = maximize
         self.max_failures = max_failures
         self.imports = imports
-        self.stats = ProgressStats()
+        #: The trials the run aims at (None: not known, e.g. an import); set by the manager.
+        self.total: int | None = None
+        #: Finished (COMPLETE or PRUNED) and pruned trials, and the best COMPLETE value, at the last refresh.
+        self.done = self.pruned = 0
+        self.best: float | None = None
 
-    @property
-    def best(self) -> float | None:
-        """The best objective value of the study's COMPLETE trials at the last refresh."""
-        return self.stats.best
-
-    def refresh(self, study: optuna.Study, *, running: int, failures: int) -> None:
+    def refresh(self, study: optuna.Study) -> None:
         """Count the study's trials again (all drivers' trials: the storage is the truth)."""
         from optuna.trial import TrialState
 
-        s = self.stats
-        s.done = s.pruned = 0
+        done = pruned = 0
         best = None
         sign = 1 if self.maximize else -1
         for t in study.get_trials(deepcopy=False):
             if t.state == TrialState.COMPLETE:
-                s.done += 1
+                done += 1
                 if t.value is not None and (best is None or sign * t.value > sign * best):
                     best = t.value
             elif t.state == TrialState.PRUNED:
-                s.done += 1
-                s.pruned += 1
-        s.best, s.running, s.failed = best, running, failures
+                done += 1
+                pruned += 1
+        self.done, self.pruned, self.best = done, pruned, best
 
     def snapshot(self, *, running: int, failures: int, interrupted: bool) -> StudyStatus:
         """A read-only :class:`StudyStatus` of now."""
-        s = self.stats
         out_of_failures = failures >= self.max_failures
         finished = not running and (
-            self.imports or (s.total is not None and s.done >= s.total) or out_of_failures or interrupted
+            self.imports or (self.total is not None and self.done >= self.total) or out_of_failures or interrupted
         )
         return StudyStatus(
-            done=s.done,
-            total=s.total,
+            done=self.done,
+            total=self.total,
             running=running,
-            pruned=s.pruned,
-            failed=s.failed,
-            best=s.best,
+            pruned=self.pruned,
+            failed=failures,
+            best=self.best,
             interrupted=interrupted,
             out_of_failures=out_of_failures,
             imports=self.imports,

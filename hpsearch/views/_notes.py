@@ -28,7 +28,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from hpsearch.errors import one_line
-from hpsearch.study._callbacks import BaseCallback, StudyStatus
+from hpsearch.study._callbacks import BaseCallback
+from hpsearch.study._status import StudyStatus
 from hpsearch.views._format import duration as _duration
 from hpsearch.views._format import fmt as _fmt
 from hpsearch.views._format import md_cell as _cell
