@@ -24,6 +24,25 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         services.stop_own_server()
 
 
+def quadratic_study(name: str = "s", *, n_trials: int = 2, sampler: str | None = None) -> str:
+    """The smallest study YAML: minimise ``(x - 2) ** 2`` on the local executor.
+
+    Its trainer is ``obj.py:quadratic``: write :data:`OBJECTIVES` as ``obj.py`` beside it.
+    ``sampler`` adds ``sampler: {name: SAMPLER, seed: 0}``.
+    """
+    lines = [f"name: {name}", "objective: {metric: value, direction: minimize}"]
+    if sampler:
+        lines.append(f"sampler: {{name: {sampler}, seed: 0}}")
+    lines += [
+        f"n_trials: {n_trials}",
+        "executor: local",
+        "search_space:",
+        "  x: {type: float, low: -10, high: 10}",
+        'trainer: {kind: python, function: "obj.py:quadratic"}',
+    ]
+    return "\n".join(lines) + "\n"
+
+
 @pytest.fixture
 def write_study(tmp_path: Path):
     """Write a study YAML (and optional extra files) into tmp_path; return its path."""

@@ -14,18 +14,9 @@ from optuna.trial import TrialState
 
 import hpsearch
 from hpsearch.study._manager import DRIVER_ATTR
-from tests.conftest import OBJECTIVES, WORKER_KILL
+from tests.conftest import OBJECTIVES, WORKER_KILL, quadratic_study
 
-STUDY = """
-name: api
-objective: {metric: value, direction: minimize}
-sampler: {name: tpe, seed: 0}
-n_trials: 8
-executor: local
-search_space:
-  x: {type: float, low: -10, high: 10}
-trainer: {kind: python, function: "obj.py:quadratic"}
-"""
+STUDY = quadratic_study("api", n_trials=8, sampler="tpe")
 
 
 def test_run_study_returns_result(write_study):

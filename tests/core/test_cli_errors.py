@@ -6,17 +6,9 @@ import hashlib
 
 import pytest
 
-from tests.conftest import OBJECTIVES, run_cli
+from tests.conftest import OBJECTIVES, quadratic_study, run_cli
 
-GOOD = """
-name: s
-objective: {metric: value, direction: minimize}
-n_trials: 3
-executor: local
-search_space:
-  x: {type: float, low: -10, high: 10}
-trainer: {kind: python, function: "obj.py:quadratic"}
-"""
+GOOD = quadratic_study(n_trials=3)
 
 CASES = {
     "malformed_yaml": (GOOD + "search_space: [\n", "invalid YAML"),

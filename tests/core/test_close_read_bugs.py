@@ -21,17 +21,9 @@ from optuna.trial import TrialState
 
 import hpsearch
 from hpsearch.config import load_config
-from tests.conftest import OBJECTIVES, REPO, run_cli
+from tests.conftest import OBJECTIVES, REPO, quadratic_study, run_cli
 
-PYTHON_STUDY = """
-name: s
-objective: {metric: value, direction: minimize}
-n_trials: 2
-executor: local
-search_space:
-  x: {type: float, low: -10, high: 10}
-trainer: {kind: python, function: "obj.py:quadratic"}
-"""
+PYTHON_STUDY = quadratic_study()
 
 
 def _files(folder: Path) -> list[str]:

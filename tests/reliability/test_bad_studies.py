@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import quadratic_study, run_cli
 
 # The first test's setup runs every selected case (about 130 interpreters; a minute on two
 # idle cores, several on a loaded machine): give it more than the suite's default.
@@ -55,15 +55,7 @@ HELPERS: dict[str, str] = {
 }
 HELPER_DIRS = ("dbdir.db", "data_dir.csv")
 
-GOOD = """\
-name: s
-objective: {metric: value, direction: minimize}
-n_trials: 2
-executor: local
-search_space:
-  x: {type: float, low: -10, high: 10}
-trainer: {kind: python, function: "obj.py:quadratic"}
-"""
+GOOD = quadratic_study()
 
 
 def corpus() -> dict[str, tuple[str, str]]:

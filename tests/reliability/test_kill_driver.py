@@ -15,7 +15,7 @@ from optuna.trial import TrialState
 
 import hpsearch
 from hpsearch.study._manager import DRIVER_ATTR
-from tests.conftest import OBJECTIVES
+from tests.conftest import OBJECTIVES, quadratic_study
 from tests.reliability.kill_loop import kill_loop
 
 
@@ -50,16 +50,7 @@ def test_kill_driver_ten_times(kind, tmp_path):
     assert summary["kills"] >= 1
 
 
-STUDY = """
-name: recover
-objective: {metric: value, direction: minimize}
-sampler: {name: tpe, seed: 0}
-n_trials: 3
-executor: local
-search_space:
-  x: {type: float, low: -10, high: 10}
-trainer: {kind: python, function: "obj.py:quadratic"}
-"""
+STUDY = quadratic_study("recover", n_trials=3, sampler="tpe")
 
 
 class _Killed(BaseException):
