@@ -6,6 +6,7 @@ from hpsearch.config._errors import format_validation
 from hpsearch.config._loading import MAX_STUDY_FILE_BYTES, load_config
 from hpsearch.config._schema import (
     CategoricalParam,
+    CheckpointsConfig,
     FloatParam,
     IntParam,
     ObjectiveConfig,
@@ -21,6 +22,7 @@ from hpsearch.config._schema import (
 __all__ = [
     "MAX_STUDY_FILE_BYTES",
     "CategoricalParam",
+    "CheckpointsConfig",
     "FloatParam",
     "IntParam",
     "ObjectiveConfig",

@@ -102,6 +102,18 @@ class RayConfig(_Model):
     driver_first_s: Num = Field(default=5.0, ge=0)
 
 
+class CheckpointsConfig(_Model):
+    """Where trials' checkpoints live and how many each trial keeps."""
+
+    #: A folder (relative to the study file) or a URI pyarrow opens (``s3://``, ``gs://``, a
+    #: shared mount). Default: ``hpsearch-checkpoints/`` beside a SQLite file (else the study file).
+    path: str | None = None
+    #: Checkpoints kept per trial (the newest ones).
+    keep: Int = Field(default=1, ge=1)
+    #: ``false``: no checkpoints; interrupted trials start again from step 0.
+    enabled: bool = True
+
+
 class FloatParam(_Model):
     type: Literal["float"]
     low: Num
@@ -197,6 +209,7 @@ class StudyConfig(_Model):
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
     executor: Literal["ray", "local"] = "ray"
     ray: RayConfig = Field(default_factory=RayConfig)
+    checkpoints: CheckpointsConfig = Field(default_factory=CheckpointsConfig)
     #: Study files of baselines this study is compared with (relative to this file).
     compare_with: list[str] = Field(default_factory=list)
 
@@ -256,6 +269,19 @@ class StudyConfig(_Model):
     def compare_with_paths(self) -> list[Path]:
         """The ``compare_with`` study files, resolved from this file's folder."""
         return [p if p.is_absolute() else (self.study_dir / p).resolve() for p in map(Path, self.compare_with)]
+
+    def resolved_checkpoints(self) -> str:
+        """The checkpoint root: ``checkpoints.path`` (a URI as written, a folder resolved), else the default."""
+        path = self.checkpoints.path
+        if path and "://" in path:
+            return path
+        if path:
+            p = Path(path)
+            return str(p if p.is_absolute() else (self.study_dir / p).resolve())
+        url = self.resolved_storage()
+        if url.startswith("sqlite:///"):
+            return str(Path(url[len("sqlite:///") :]).resolve().parent / "hpsearch-checkpoints")
+        return str((self.study_dir / "hpsearch-checkpoints").resolve())
 
     def resolved_artifacts(self) -> Path:
         """Artifact folder: ``artifacts`` or ``hpsearch-artifacts`` beside a SQLite file."""

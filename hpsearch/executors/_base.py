@@ -57,6 +57,10 @@ class TrialJob:
     #: shipped to the driver, since only the best trial's model is kept.
     best_value: float | None = None
     maximize: bool = True
+    #: The study's checkpoint store (a ``CheckpointStore``; None: no checkpoints) and the
+    #: checkpoint (a ``CheckpointRef``) this trial continues from (None: a fresh start).
+    checkpoints: Any = None
+    resume: Any = None
 
 
 @dataclass
@@ -176,6 +180,15 @@ def collect_artifacts(root: Path) -> dict[str, bytes]:
     return out
 
 
+def _trial_checkpoints(job: TrialJob) -> Any:
+    """The job's :class:`~hpsearch.checkpoints.TrialCheckpoints` (None without a store)."""
+    if job.checkpoints is None:
+        return None
+    from hpsearch.checkpoints import TrialCheckpoints
+
+    return TrialCheckpoints(job.checkpoints, job.number, dict(job.params), job.resume)
+
+
 def execute_trial(job: TrialJob, channel: ReportChannel) -> TrialOutcome:
     """Run one trial where we are; never raises (failures become data)."""
     started = time.time()
@@ -187,6 +200,8 @@ def execute_trial(job: TrialJob, channel: ReportChannel) -> TrialOutcome:
         study_name=job.study_name,
         objective=job.objective,
         work_dir=Path(job.work_dir) if job.work_dir else None,
+        cache_dir=job.checkpoints.cache_dir if job.checkpoints is not None else None,
+        checkpoints=_trial_checkpoints(job),
     )
     outcome = TrialOutcome()
     outcome.placement = {

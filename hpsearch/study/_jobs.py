@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from hpsearch.study._scheduling import TrialToRun
 from hpsearch.trainers import TrialResources
@@ -24,14 +24,17 @@ def trial_resources(config: StudyConfig, *, workers: bool = True) -> TrialResour
     return TrialResources(cpus=r.cpus, gpus=r.gpus, workers=r.workers, custom=dict(r.custom))
 
 
-def make_job(prepared: Prepared, chosen: TrialToRun, best: float | None) -> TrialJob:
-    """The job for ``chosen``: its params, the trainer, and the best value so far (to drop a worse model early)."""
+def make_job(prepared: Prepared, chosen: TrialToRun, best: float | None, resume: Any = None) -> TrialJob:
+    """The job for ``chosen``: its params, the trainer, the best value so far (to drop a worse model
+    early), the study's checkpoint store and the checkpoint ``resume`` it continues from."""
     from hpsearch.executors import TrialJob
 
     cfg = prepared.config
     if chosen.imports:
         resources = trial_resources(cfg, workers=False)
-        return TrialJob(chosen.number, {}, prepared.trainer, resources, cfg.name, cfg.objective.metric)
+        job = TrialJob(chosen.number, {}, prepared.trainer, resources, cfg.name, cfg.objective.metric)
+        job.checkpoints = prepared.checkpoints  # its cache_dir: a whole search re-runs only unfinished fits
+        return job
     return TrialJob(
         number=chosen.number,
         params=chosen.params,
@@ -41,6 +44,8 @@ def make_job(prepared: Prepared, chosen: TrialToRun, best: float | None) -> Tria
         objective=cfg.objective.metric,
         best_value=best,
         maximize=cfg.objective.direction == "maximize",
+        checkpoints=prepared.checkpoints,
+        resume=resume,
     )
 
 

@@ -40,6 +40,7 @@ from hpsearch.study._recovery import (
     driver_id,
     recover_orphans,
 )
+from hpsearch.study._resume import CheckpointCleanup, resume_point
 from hpsearch.study._scheduling import BaseScheduler, TrialToRun, make_scheduler
 from hpsearch.study._status import StatusTracker, StudyStatus
 
@@ -244,7 +245,9 @@ class StudyManager:
 
     def _submit(self, study: optuna.Study, executor: BaseExecutor, chosen: TrialToRun) -> None:
         self._running[chosen.number] = RunningTrial(chosen.trial, chosen.params, chosen.attempt)
-        executor.submit(make_job(self.prepared, chosen, self._status.best))
+        store = self.prepared.checkpoints
+        resume = resume_point(study, store, chosen.trial) if store is not None and chosen.trial is not None else None
+        executor.submit(make_job(self.prepared, chosen, self._status.best, resume))
         self._events.on_trial_start(study, chosen.number, chosen.params, self.status())
 
     def _on_report(self, study: optuna.Study, event: TrialEvent, executor: BaseExecutor) -> None:
@@ -320,4 +323,9 @@ def default_callbacks(manager: StudyManager) -> list[BaseCallback]:
     # Imported here: the note is a view (hpsearch.views), which imports this package.
     from hpsearch.views._notes import StudyNote
 
-    return [ProgressCallback(Progress(manager.config.name, enabled=manager.progress)), StudyNote(manager)]
+    out: list[BaseCallback] = [ProgressCallback(Progress(manager.config.name, enabled=manager.progress))]
+    out.append(StudyNote(manager))
+    if manager.prepared.checkpoints is not None:
+        maximize = manager.config.objective.direction == "maximize"
+        out.append(CheckpointCleanup(manager.prepared.checkpoints, maximize=maximize))
+    return out

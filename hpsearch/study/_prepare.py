@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from hpsearch.checkpoints import CheckpointStore
 from hpsearch.config import StudyConfig
 from hpsearch.config import format_validation as _format_validation
 from hpsearch.errors import ConfigError, HpsearchError
@@ -22,6 +23,7 @@ __all__ = [
     "check_objective",
     "check_ray_address",
     "check_ray_installed",
+    "checkpoint_store",
     "prepare",
     "resolved_config_yaml",
 ]
@@ -38,6 +40,8 @@ class Prepared:
     sampler: Any
     pruner: Any
     storage_url: str
+    #: Where trials checkpoint (None: checkpoints off, see :func:`checkpoint_store`).
+    checkpoints: CheckpointStore | None = None
 
 
 def _prefixed(err: HpsearchError, file: str) -> HpsearchError:
@@ -86,12 +90,46 @@ def prepare(cfg: StudyConfig, *, check_trainer: bool = True) -> Prepared:
         except HpsearchError as e:
             raise _prefixed(e, file) from None
         check_objective(trainer, cfg)
+    checkpoints = checkpoint_store(cfg)  # before Ray's address is tried: a bad path is known without it
     if cfg.executor == "ray":
         check_ray_installed(file)
         check_ray_address(cfg.ray.address or os.environ.get("RAY_ADDRESS"), file)
     url = cfg.resolved_storage()
     check_storage(url, file=file)
-    return Prepared(cfg, file, trainer, distributions, sampler, pruner, url)
+    return Prepared(cfg, file, trainer, distributions, sampler, pruner, url, checkpoints)
+
+
+def checkpoint_store(cfg: StudyConfig) -> CheckpointStore | None:
+    """The study's checkpoint store; None when ``checkpoints.enabled`` is false, or on a Ray cluster
+    without ``checkpoints.path`` (the default folder is on the driver's disk, out of the workers' reach).
+
+    Raises:
+        ConfigError: A relative folder with a Ray cluster, or a URI pyarrow cannot open.
+    """
+    c, file = cfg.checkpoints, cfg.file
+    if not c.enabled:
+        return None
+    cluster = cfg.executor == "ray" and (cfg.ray.address or os.environ.get("RAY_ADDRESS"))
+    remote = bool(c.path and "://" in c.path)
+    if cluster and not c.path:
+        return None
+    if cluster and not remote and not os.path.isabs(c.path or ""):
+        raise ConfigError(
+            f"{file}: checkpoints.path: {c.path!r} is a relative folder that the Ray cluster's workers cannot "
+            "reach; give an absolute folder on a mount every node shares, or a URI such as s3://bucket/dir"
+        )
+    root = cfg.resolved_checkpoints()
+    if remote:
+        try:
+            from pyarrow import fs
+
+            fs.FileSystem.from_uri(root)
+        except Exception as e:  # noqa: BLE001 - pyarrow raises several types for a bad URI
+            raise ConfigError(
+                f"{file}: checkpoints.path: cannot open {root!r} ({type(e).__name__}: {str(e)[:200]}); "
+                "check the URI and its credentials, or give a folder"
+            ) from None
+    return CheckpointStore(root, cfg.name, keep=c.keep)
 
 
 def check_objective(trainer: BaseTrainer, cfg: StudyConfig) -> None:

@@ -20,9 +20,12 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from pydantic import BaseModel, ConfigDict
+
+if TYPE_CHECKING:
+    from hpsearch.checkpoints import TrialCheckpoints
 
 __all__ = [
     "BaseTrainer",
@@ -143,7 +146,13 @@ class TrialContext:
         study_name: str = "",
         objective: str = "value",
         work_dir: Path | None = None,
+        cache_dir: Path | None = None,
+        checkpoints: TrialCheckpoints | None = None,
     ) -> None:
+        #: A local folder that outlives the trial and the run (the study's checkpoint folder's
+        #: ``cache/``), for work a re-run may reuse (e.g. ``sklearn_search``'s finished fits);
+        #: None when the study's checkpoints are not on a local path.
+        self.cache_dir = cache_dir
         #: ``time.perf_counter()`` when the trial started in this process.
         self.started = time.perf_counter()
         self.trial_number = trial_number
@@ -158,6 +167,8 @@ class TrialContext:
         self._pruned = False
         self._work_dir = work_dir
         self._artifact_dir: Path | None = None
+        #: The trial's checkpoints (None: the study keeps none, e.g. a bare TrialContext in a test).
+        self.checkpoints = checkpoints
 
     @property
     def artifact_dir(self) -> Path:
@@ -196,6 +207,35 @@ class TrialContext:
             decision = _broadcast_from_rank0(decision)
         self._pruned = decision
         return decision
+
+    def save_checkpoint(self, obj_or_dir: Any, step: int) -> None:
+        """Checkpoint the trial at ``step``: a folder's files, or any picklable object.
+
+        The write is atomic (a kill during it leaves the previous checkpoint usable) and
+        only the newest ``checkpoints.keep`` are kept. In a data-parallel trial only rank 0
+        writes. Without a checkpoint store this does nothing.
+        """
+        if self.checkpoints is not None:
+            self.checkpoints.save(obj_or_dir, step)
+
+    def load_checkpoint(self) -> Any:
+        """What :meth:`save_checkpoint` stored last before this trial's predecessor stopped.
+
+        None on a fresh start, or when the checkpoint cannot be loaded (the trial then
+        starts fresh and the reason is stored as ``checkpoint_error``). A folder comes back
+        as a local path to read, an object unpickled. :attr:`resumed_step` says its step.
+        """
+        if self.checkpoints is None:
+            return None
+        value = self.checkpoints.load()
+        if self.checkpoints.error is not None:
+            self.user_attrs["checkpoint_error"] = self.checkpoints.error
+        return value
+
+    @property
+    def resumed_step(self) -> int | None:
+        """The step of the checkpoint :meth:`load_checkpoint` returned (None: a fresh start)."""
+        return None if self.checkpoints is None else self.checkpoints.loaded_step
 
     def set_user_attr(self, key: str, value: Any) -> None:
         """Record a JSON-serialisable attribute with the trial."""

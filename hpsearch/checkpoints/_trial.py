@@ -1,0 +1,109 @@
+"""A running trial's side of checkpointing: save its state, load the one it resumes from."""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from hpsearch.checkpoints._store import CheckpointRef, CheckpointStore
+from hpsearch.errors import one_line
+
+__all__ = ["STATE_FILE", "TrialCheckpoints"]
+
+log = logging.getLogger("hpsearch.checkpoints")
+
+#: The file a pickled (non-folder) checkpoint is stored in.
+STATE_FILE = "state.pkl"
+
+
+class TrialCheckpoints:
+    """Saves trial ``trial``'s checkpoints into ``store`` and loads ``resume`` (None: a fresh start).
+
+    Args:
+        store: The study's checkpoint store.
+        trial: The running trial's number (its checkpoints go under its own folder).
+        params: The trial's params, stored with each checkpoint and checked on load.
+        resume: The checkpoint this trial continues from (another trial's, usually).
+        same_params: Refuse to load a checkpoint written with other params (PBT turns it off).
+    """
+
+    def __init__(
+        self,
+        store: CheckpointStore,
+        trial: int,
+        params: dict[str, Any],
+        resume: CheckpointRef | None,
+        *,
+        same_params: bool = True,
+    ) -> None:
+        self.store = store
+        self.trial = trial
+        self.params = params
+        self.resume = resume
+        self.same_params = same_params
+        #: Why the resume checkpoint could not be loaded (the trial then started fresh).
+        self.error: str | None = None
+        #: The step of the checkpoint loaded, once :meth:`load` succeeded.
+        self.loaded_step: int | None = None
+        self.saved: CheckpointRef | None = None
+
+    def save(self, obj_or_dir: Any, step: int) -> CheckpointRef | None:
+        """Store a folder's files, or pickle any other object, as the checkpoint at ``step`` (rank 0 only)."""
+        if _rank() != 0:
+            return None
+        meta = {"params": _jsonable(self.params)}
+        if isinstance(obj_or_dir, (str, os.PathLike)) and Path(obj_or_dir).is_dir():
+            self.saved = self.store.save_dir(self.trial, step, Path(obj_or_dir), {**meta, "kind": "dir"})
+            return self.saved
+        with tempfile.TemporaryDirectory(prefix="hps-ckpt-save-") as d:
+            with open(Path(d) / STATE_FILE, "wb") as fh:
+                pickle.dump(obj_or_dir, fh, protocol=pickle.HIGHEST_PROTOCOL)
+            self.saved = self.store.save_dir(self.trial, step, Path(d), {**meta, "kind": "pickle"})
+        return self.saved
+
+    def load(self) -> Any:
+        """The resumed checkpoint: the unpickled object, or a local folder (read it, do not change it).
+
+        None on a fresh start, or when the checkpoint cannot be loaded: the reason is
+        logged once and kept in :attr:`error`, and the trial starts from scratch.
+        """
+        if self.resume is None or self.error is not None:
+            return None
+        try:
+            meta = self.store.meta(self.resume)
+            if self.same_params and meta.get("params") != _jsonable(self.params):
+                raise ValueError(f"it was written with other params ({meta.get('params')})")
+            folder = self.store.fetch(self.resume)
+            if meta.get("kind") == "pickle":
+                with open(folder / STATE_FILE, "rb") as fh:
+                    value = pickle.load(fh)  # our own file, written by save()
+            else:
+                value = folder
+        except Exception as e:  # noqa: BLE001 - a bad checkpoint means a fresh start, never a crash
+            self.error = one_line(f"trial {self.resume.trial} step {self.resume.step}: {type(e).__name__}: {e}")[:500]
+            log.warning("checkpoint not loaded, the trial starts fresh: %s", self.error)
+            return None
+        self.loaded_step = self.resume.step
+        return value
+
+
+def _rank() -> int:
+    """This process's torch.distributed rank (0 when not distributed), without importing torch."""
+    import sys
+
+    if "torch.distributed" not in sys.modules:
+        return 0
+    import torch.distributed as dist
+
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def _jsonable(params: dict[str, Any]) -> dict[str, Any]:
+    """Params as they read back from JSON (tuples as lists), so a check compares like with like."""
+    import json
+
+    return dict(json.loads(json.dumps(params, default=str)))
