@@ -55,6 +55,7 @@ def run_study(
     executor: str | None = None,
     timeout: float | None = None,
     progress: bool | None = False,
+    checkpoints: str | None = None,
 ) -> StudyResult:
     """Run (or resume) a study to its budget and return its result.
 
@@ -81,6 +82,7 @@ def run_study(
         "ray.address": ray_address,
         "executor": executor,
         "timeout": timeout,
+        "checkpoints.path": checkpoints,
     }
     return StudyManager(_study_config(study, overrides), more=more, progress=progress).run()
 

@@ -65,6 +65,12 @@ def run(
     timeout: Annotated[
         float | None, typer.Option("--timeout", min=0.001, help="Stop asking for trials after N seconds.")
     ] = None,
+    checkpoints: Annotated[
+        str | None,
+        typer.Option(
+            "--checkpoints", envvar="HPSEARCH_CHECKPOINTS", help="Checkpoint folder or URI (overrides the study's)."
+        ),
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display or summary.")] = False,
 ) -> None:
     """Run (or resume) a study until it holds n_trials finished trials."""
@@ -76,6 +82,7 @@ def run(
         "ray.address": ray_address,
         "executor": executor,
         "timeout": timeout,
+        "checkpoints.path": checkpoints,
     }
     _guard(_run, study, overrides, more=more, quiet=quiet)
 

@@ -51,11 +51,17 @@ class TrialCheckpoints:
         self.loaded_step: int | None = None
         self.saved: CheckpointRef | None = None
 
-    def save(self, obj_or_dir: Any, step: int) -> CheckpointRef | None:
-        """Store a folder's files, or pickle any other object, as the checkpoint at ``step`` (rank 0 only)."""
+    def save(self, obj_or_dir: Any, step: int, *, reports: dict[int, float] | None = None) -> CheckpointRef | None:
+        """Store a folder's files, or pickle any other object, as the checkpoint at ``step`` (rank 0 only).
+
+        ``reports`` (step -> value, the trial's intermediate values so far) are kept in the
+        checkpoint's marker: a re-run carries them over, even those the driver never stored.
+        """
         if _rank() != 0:
             return None
-        meta = {"params": _jsonable(self.params)}
+        meta: dict[str, Any] = {"params": _jsonable(self.params)}
+        if reports:
+            meta["reports"] = {str(k): v for k, v in reports.items() if k <= step}
         if isinstance(obj_or_dir, (str, os.PathLike)) and Path(obj_or_dir).is_dir():
             self.saved = self.store.save_dir(self.trial, step, Path(obj_or_dir), {**meta, "kind": "dir"})
             return self.saved

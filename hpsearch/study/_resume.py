@@ -70,18 +70,24 @@ def resume_point(study: optuna.Study, store: CheckpointStore, trial: optuna.tria
             log.warning("checkpoints of trial %d cannot be listed (%s); the re-run starts fresh", source, e)
             return None
         if ref is not None:
-            _carry_over(trial, trials[source], ref.step)
+            _carry_over(trial, trials[source], ref, store)
             return ref
         earlier = trials[source].user_attrs.get(RESUMED_ATTR)
         source = int(earlier["trial"]) if isinstance(earlier, dict) else _predecessor(trials, trials[source])
     return None
 
 
-def _carry_over(trial: optuna.trial.Trial, source: FrozenTrial, step: int) -> None:
-    for s, value in sorted(source.intermediate_values.items()):
-        if s <= step:
+def _carry_over(trial: optuna.trial.Trial, source: FrozenTrial, ref: CheckpointRef, store: CheckpointStore) -> None:
+    """Report into ``trial`` the curve up to ``ref``'s step: what was stored, and what the checkpoint saw."""
+    values = {s: v for s, v in source.intermediate_values.items() if s <= ref.step}
+    try:
+        values.update({int(s): float(v) for s, v in store.meta(ref).get("reports", {}).items()})
+    except Exception as e:  # noqa: BLE001 - the stored values alone still make a curve
+        log.warning("the reports saved with trial %d's checkpoint cannot be read: %s", ref.trial, e)
+    for s, value in sorted(values.items()):
+        if s <= ref.step:
             trial.report(value, s)
-    trial.set_user_attr(RESUMED_ATTR, {"trial": source.number, "step": step})
+    trial.set_user_attr(RESUMED_ATTR, {"trial": ref.trial, "step": ref.step})
 
 
 class CheckpointCleanup(BaseCallback):

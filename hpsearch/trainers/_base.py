@@ -164,6 +164,9 @@ class TrialContext:
         self.user_attrs: dict[str, Any] = {}
         self._channel = channel
         self._last_step: int | None = None
+        #: What this trial reported (step -> value): saved with each checkpoint, so a re-run
+        #: carries the whole curve up to it even when the driver missed the last reports.
+        self._reports: dict[int, float] = {}
         self._pruned = False
         self._work_dir = work_dir
         self._artifact_dir: Path | None = None
@@ -189,6 +192,7 @@ class TrialContext:
         if self._last_step is not None and step <= self._last_step:
             raise ValueError(f"report(step={step}) after step {self._last_step}: steps must increase")
         self._last_step = step
+        self._reports[step] = float(value)
         self._channel.report(self.trial_number, step, float(value))
 
     def should_prune(self) -> bool:
@@ -216,7 +220,7 @@ class TrialContext:
         writes. Without a checkpoint store this does nothing.
         """
         if self.checkpoints is not None:
-            self.checkpoints.save(obj_or_dir, step)
+            self.checkpoints.save(obj_or_dir, step, reports=self._reports)
 
     def load_checkpoint(self) -> Any:
         """What :meth:`save_checkpoint` stored last before this trial's predecessor stopped.

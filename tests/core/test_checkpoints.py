@@ -206,3 +206,20 @@ def test_a_pyarrow_uri_root_round_trips(tmp_path):
     assert store.meta(CheckpointRef(3, 5))["kind"] == "dir"
     store.delete_trial(3)
     assert store.latest(3) is None
+
+
+def test_ctrl_c_then_the_rerun_continues_after_the_epoch_that_finished(tmp_path):
+    path = _write(tmp_path / "run")
+    proc = _start(path)
+    wait_until("the trial held in epoch 3", (path.parent / "held").exists, proc)
+    os.kill(proc.pid, signal.SIGINT)  # the first Ctrl-C: running trials stop after their current epoch
+    (path.parent / "release").write_text("")
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    _run(path)
+    first, second = _trials(path.parent)
+    assert first.user_attrs["fail_reason"] == "interrupted"
+    assert second.user_attrs["resumed_from"] == {"trial": 0, "step": 3}  # epoch 3 finished after the stop
+    assert json.loads((path.parent / "started-1.json").read_text())["from"] == 3
+    ref = _uninterrupted(tmp_path)
+    assert (second.value, second.intermediate_values) == (ref.value, ref.intermediate_values)

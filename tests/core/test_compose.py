@@ -134,3 +134,12 @@ def test_readonly_role_init_script_is_mounted_and_runnable():
     assert not re.search(r"GRANT\s+(ALL|INSERT|UPDATE|DELETE|TRUNCATE)", text)
     res = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True, timeout=30, check=False)
     assert res.returncode == 0, res.stderr
+
+
+def test_every_ray_node_and_the_runner_share_the_checkpoint_volume(compose):
+    services = compose["services"]
+    for name in ("ray-head", "ray-worker", "hpsearch"):
+        mounts = services[name]["volumes"]
+        assert "checkpoints:/checkpoints" in mounts, name
+    assert services["hpsearch"]["environment"]["HPSEARCH_CHECKPOINTS"] == "/checkpoints"
+    assert "checkpoints" in compose["volumes"]

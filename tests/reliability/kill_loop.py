@@ -7,6 +7,7 @@ reliability table::
     python -m tests.reliability.kill_loop --kind tpe --kills 10
     python -m tests.reliability.kill_loop --kind ddp --kills 10
     python -m tests.reliability.kill_loop --kind ray --kills 2
+    python -m tests.reliability.kill_loop --kind ckpt --kills 5
 
 ``grid`` and ``tpe`` run on the local executor and are killed at a random
 point after a run has created its first trial; ``ddp`` runs 2 Ray Train ranks
@@ -14,6 +15,8 @@ per trial. ``ray`` is TPE on the default executor (a private local Ray), killed
 at a fixed point: the third trial a run starts blocks (its trainer waits while
 the file ``hold`` asks it to) and the driver is killed once that trial has
 started, so every kill lands while trials run on Ray, whatever the machine's load.
+``ckpt`` is TPE on the local executor with a trainer that checkpoints after each
+of its 6 epochs: every re-run of an orphan must resume from its last checkpoint.
 """
 
 from __future__ import annotations
@@ -70,6 +73,18 @@ def held(params, ctx):
         time.sleep(0.05)
     return tpe(params, ctx)
 
+def epochs(params, ctx):
+    # 6 epochs of 0.1 s, a checkpoint after each report: a kill loses at most the epoch in progress.
+    state = ctx.load_checkpoint() or {"epoch": 0, "score": 0.0}
+    for epoch in range(state["epoch"] + 1, 7):
+        time.sleep(0.1)
+        state = {"epoch": epoch, "score": state["score"] + params["x"]}
+        ctx.report(state["score"], epoch)
+        ctx.save_checkpoint(state, epoch)
+        if ctx.should_prune():
+            raise TrialPruned()
+    return state["score"]
+
 def ddp(params, ctx):
     import torch, torch.distributed as dist
     model = torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(4, 1))
@@ -125,6 +140,20 @@ trainer: {kind: python, function: "obj.py:ddp"}
 """,
         2,
         (0.0, 20.0),
+    ),
+    "ckpt": (
+        """
+name: kill-ckpt
+objective: {metric: value, direction: maximize}
+sampler: {name: tpe, seed: 0, options: {n_startup_trials: 3}}
+n_trials: 8
+executor: local
+max_concurrent_trials: 2
+search_space: {x: {type: float, low: 0, high: 1}}
+trainer: {kind: python, function: "obj.py:epochs"}
+""",
+        8,
+        (0.0, 2.0),
     ),
     "ray": (
         """
@@ -267,6 +296,45 @@ def check_orphans_first(db: Path, starts: list[datetime.datetime]) -> dict[str, 
     return {"retried_first": first, "orphans_without_params": len(bare)}
 
 
+def check_resumed(db: Path) -> dict[str, object]:
+    """Each re-run of an orphan resumed from its last checkpoint: at most one epoch's work was repeated.
+
+    The lost work of an orphan is its last stored epoch (carried-over ones count) less the
+    step its re-run resumed from (a re-run without ``resumed_from`` lost every epoch the
+    orphan had stored). Each
+    COMPLETE trial holds the whole curve, epochs 1 to 6, carried-over epochs included.
+    """
+    import optuna
+
+    storage = f"sqlite:///{db}"
+    (name,) = optuna.get_all_study_names(storage)
+    trials = optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
+    lost = []
+    for t in trials:
+        source = t.user_attrs.get("hpsearch.retry_of")
+        if source is None:
+            continue
+        before = max(trials[source].intermediate_values, default=0)
+        resumed = t.user_attrs.get("resumed_from")
+        if resumed is not None:
+            assert resumed["trial"] in _chain(trials, source), f"trial {t.number} resumed from {resumed}"
+        lost.append(before - (resumed["step"] if resumed else 0))
+    assert all(n <= 1 for n in lost), f"epochs repeated per re-run: {lost}"
+    for t in trials:
+        if t.state.name == "COMPLETE":
+            assert sorted(t.intermediate_values) == list(range(1, 7)), f"trial {t.number}: {t.intermediate_values}"
+    return {"reruns": len(lost), "max_epochs_repeated": max(lost, default=0)}
+
+
+def _chain(trials: list[Any], n: int) -> set[int]:
+    """Trial ``n`` and the trials it re-ran, back to the first."""
+    out = set()
+    while n is not None and n not in out:
+        out.add(n)
+        n = trials[n].user_attrs.get("hpsearch.retry_of")
+    return out
+
+
 def check(db: Path, kind: str, n_trials: int, starts: list[datetime.datetime]) -> dict[str, object]:
     """The study's invariants; raises AssertionError with what broke."""
     con = sqlite3.connect(db)
@@ -306,6 +374,8 @@ def check(db: Path, kind: str, n_trials: int, starts: list[datetime.datetime]) -
             assert len(points) == n_trials, f"{len(points)} grid points, wanted {n_trials}"
         summary: dict[str, object] = {"states": dict(states), "orphans": reasons.get("orphaned", 0)}
         summary.update(check_orphans_first(db, starts))
+        if kind == "ckpt":
+            summary.update(check_resumed(db))
         return summary
     finally:
         con.close()

@@ -31,9 +31,11 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import logging
 import math
 import re
 import warnings
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, ValidationError
@@ -50,6 +52,7 @@ from hpsearch.trainers.sklearn._common import (
     make_estimator,
     metric_key,
 )
+from hpsearch.trainers.sklearn._fitcache import FitCache, FitCounts, cached_estimator, plain_estimator
 
 __all__ = ["SklearnSearchTrainer", "SklearnSearchSettings", "STRATEGIES"]
 
@@ -77,6 +80,10 @@ _OWN_ARGS = frozenset(
     }
 )
 ARTIFACT = "refit_estimator.joblib"
+#: The fit cache's folder under ``ctx.cache_dir``.
+CACHE_FOLDER = "sklearn_search"
+
+log = logging.getLogger("hpsearch.sklearn")
 
 
 class SklearnSearchSettings(SklearnSettings):
@@ -95,6 +102,9 @@ class SklearnSearchSettings(SklearnSettings):
     return_train_score: bool = False
     #: Other keyword arguments of the search class (e.g. factor, min_resources).
     search_options: dict[str, Any] = Field(default_factory=dict)
+    #: Keep each finished fit in the study's cache folder, so that a re-run of a killed
+    #: search fits only what it had not finished (false: refit everything, store nothing).
+    cache_fits: bool = True
 
 
 class _LogIntUniform:
@@ -305,19 +315,55 @@ class SklearnSearchTrainer(BaseTrainer):
         s = self.settings
         metrics = check_scoring(s.scoring)
         objective = _require_objective(ctx.objective, metrics)
-        X, y = load_xy(s, self.study_dir)
-        estimator = make_estimator(s.estimator, s.estimator_params)
-        space, dists = self._space(estimator)
-        search = self._search(estimator, space, metrics, objective, threads=ctx.resources.threads, y=y)
-        failures = _fit(search, X, y)
+        search, failures, counts = self.fit_search(ctx)
+        _, dists = self._space(search.estimator)
         records = _Candidates(search, s, metrics, objective, dists, failures).records()
         ctx.user_attrs[RECORDS_ATTR] = records
         ctx.user_attrs.update(_study_attrs(search, s.strategy, metrics, objective, failures, len(records)))
+        if counts is not None:
+            ctx.user_attrs["sklearn.cached_fits"] = counts.cached
+            ctx.user_attrs["sklearn.new_fits"] = counts.fitted + counts.failed + counts.uncached
         joblib.dump(search.best_estimator_, ctx.artifact_dir / ARTIFACT)
         results, best, single = search.cv_results_, int(search.best_index_), len(metrics) == 1
         return {m: float(results[_result_key(m, single)][best]) for m in metrics} | {
             objective: float(search.best_score_)
         }
+
+    def fit_search(self, ctx: TrialContext) -> tuple[Any, list[str], FitCounts | None]:
+        """The fitted scikit-learn search, the reasons of its failed fits, and how its fits were
+        served when ``ctx.cache_dir`` is set (None otherwise: no cache, as without one).
+
+        With a cache, the fits (and the refit) an earlier run of the same settings finished
+        are loaded from ``ctx.cache_dir / "sklearn_search"`` instead of fitted again.
+        """
+        s = self.settings
+        metrics = check_scoring(s.scoring)
+        objective = _require_objective(ctx.objective, metrics)
+        X, y = load_xy(s, self.study_dir)
+        estimator = make_estimator(s.estimator, s.estimator_params)
+        space, _ = self._space(estimator)
+        cache = self._fit_cache(ctx, metrics)
+        fitted = estimator if cache is None else cached_estimator(estimator, cache)
+        search = self._search(fitted, space, metrics, objective, threads=ctx.resources.threads, y=y)
+        if cache is None:
+            return search, _fit(search, X, y), None
+        try:
+            failures = _fit(search, X, y)
+        finally:
+            counts = cache.close(prune=hasattr(search, "cv_results_"))
+        search.estimator = estimator
+        if hasattr(search, "best_estimator_"):
+            search.best_estimator_ = plain_estimator(search.best_estimator_)
+        total = counts.cached + counts.fitted + counts.failed + counts.uncached
+        log.info("sklearn_search: %d of %d fits loaded from the cache %s", counts.cached, total, cache.folder)
+        return search, failures, counts
+
+    def _fit_cache(self, ctx: TrialContext, metrics: list[str]) -> FitCache | None:
+        """The fit cache of this search's settings, or None (no ``ctx.cache_dir``, or ``cache_fits: false``)."""
+        if ctx.cache_dir is None or not self.settings.cache_fits:
+            return None
+        context = self.settings.model_dump(mode="json", include={"estimator", "estimator_params"})
+        return FitCache.open(Path(ctx.cache_dir) / CACHE_FOLDER, {**context, "scoring": metrics})
 
     def _search(self, estimator: Any, space: Any, metrics: list[str], objective: str, *, threads: int, y: Any) -> Any:
         """The unfitted scikit-learn search object of ``trainer.strategy``."""
