@@ -59,9 +59,8 @@ def run_study(
 ) -> StudyResult:
     """Run (or resume) a study to its budget and return its result.
 
-    ``n_trials`` is the total the study should hold; ``more`` asks for that
-    many trials beyond those already finished (give one, not both). Other keywords override the
-    study file like the CLI flags do.
+    ``n_trials`` is the total the study should hold; ``more`` asks for that many trials beyond
+    those finished (give one, not both). Other keywords override the study file like the CLI flags.
 
     Raises:
         ConfigError: Invalid study file or override, or both ``n_trials`` and
@@ -71,8 +70,7 @@ def run_study(
     """
     from hpsearch.study import StudyManager
 
-    if n_trials is not None and more is not None:
-        # As the CLI refuses --n-trials with --more: one is a total, the other an increment.
+    if n_trials is not None and more is not None:  # as the CLI: one is a total, the other an increment
         raise ConfigError("n_trials and more: give one of them, not both")
     overrides: dict[str, Any] = {
         "n_trials": n_trials,

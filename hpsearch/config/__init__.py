@@ -15,6 +15,7 @@ from hpsearch.config._schema import (
     RayConfig,
     ResourcesConfig,
     SamplerConfig,
+    SchedulerConfig,
     StudyConfig,
     TrainerConfig,
 )
@@ -31,6 +32,7 @@ __all__ = [
     "RayConfig",
     "ResourcesConfig",
     "SamplerConfig",
+    "SchedulerConfig",
     "StudyConfig",
     "TrainerConfig",
     "format_validation",

@@ -75,6 +75,29 @@ class PrunerConfig(_Model):
     options: dict[str, Any] = Field(default_factory=dict)
 
 
+class SchedulerConfig(_Model):
+    """What runs next: ``sampler`` (each trial sampled, the default) or ``pbt`` (population-based training).
+
+    PBT (Jaderberg et al. 2017; the defaults follow Ray Tune's PopulationBasedTraining):
+    ``population`` members start from the sampler's params; each trains ``interval``
+    steps (epochs, or reports) per generation; then the bottom ``quantile`` copies the
+    checkpoint of a member of the top ``quantile`` (exploit) and changes its ``mutate``
+    params (explore): resampled with ``resample_probability``, else multiplied by one of
+    ``perturb`` (a categorical moves to a neighbouring choice).
+    """
+
+    name: Literal["sampler", "pbt"] = "sampler"
+    population: Int = Field(default=8, ge=2)
+    interval: Int = Field(default=1, ge=1)
+    #: Generations (segments per member); default: the trainer's ``epochs`` / ``interval``.
+    generations: Int | None = Field(default=None, ge=1)
+    quantile: Num = Field(default=0.25, gt=0, le=0.5)
+    resample_probability: Num = Field(default=0.25, ge=0, le=1)
+    perturb: list[Num] = Field(default_factory=lambda: [0.8, 1.2], min_length=1)
+    #: Params explore may change (default: every param of the search space).
+    mutate: list[str] | None = None
+
+
 class ResourcesConfig(_Model):
     """What one trial needs. With ``workers > 1`` cpus and gpus are per worker."""
 
@@ -197,6 +220,7 @@ class StudyConfig(_Model):
     objective: ObjectiveConfig = Field(default_factory=ObjectiveConfig)
     sampler: SamplerConfig = Field(default_factory=SamplerConfig)
     pruner: PrunerConfig = Field(default_factory=PrunerConfig)
+    scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
     n_trials: Int | None = Field(20, ge=1)
     timeout: Num | None = Field(None, gt=0)
     max_concurrent_trials: Int | None = Field(None, ge=1)

@@ -319,6 +319,14 @@ class BatchAugmenter:
     def active(self) -> bool:
         return self.augmentation.active
 
+    def state_dict(self) -> dict[str, Any]:
+        """The generator's state: a checkpoint restores it to repeat the draws still to come."""
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Continue the sequence of draws where :meth:`state_dict` left it."""
+        self.generator.set_state(state["generator"])
+
     def _draw(self, n: int) -> torch.Tensor:
         """``(n, 8)`` uniforms in [0, 1): one generator call per batch."""
         import torch

@@ -61,6 +61,8 @@ class TrialJob:
     #: checkpoint (a ``CheckpointRef``) this trial continues from (None: a fresh start).
     checkpoints: Any = None
     resume: Any = None
+    #: Load ``resume`` even if it was written with other params (a PBT segment's parent).
+    resume_any_params: bool = False
 
 
 @dataclass
@@ -180,19 +182,8 @@ def collect_artifacts(root: Path) -> dict[str, bytes]:
     return out
 
 
-def _trial_checkpoints(job: TrialJob) -> Any:
-    """The job's :class:`~hpsearch.checkpoints.TrialCheckpoints` (None without a store)."""
-    if job.checkpoints is None:
-        return None
-    from hpsearch.checkpoints import TrialCheckpoints
-
-    return TrialCheckpoints(job.checkpoints, job.number, dict(job.params), job.resume)
-
-
-def execute_trial(job: TrialJob, channel: ReportChannel) -> TrialOutcome:
-    """Run one trial where we are; never raises (failures become data)."""
-    started = time.time()
-    ctx = TrialContext(
+def _context(job: TrialJob, channel: ReportChannel) -> TrialContext:
+    return TrialContext(
         trial_number=job.number,
         params=job.params,
         resources=job.resources,
@@ -203,6 +194,23 @@ def execute_trial(job: TrialJob, channel: ReportChannel) -> TrialOutcome:
         cache_dir=job.checkpoints.cache_dir if job.checkpoints is not None else None,
         checkpoints=_trial_checkpoints(job),
     )
+
+
+def _trial_checkpoints(job: TrialJob) -> Any:
+    """The job's :class:`~hpsearch.checkpoints.TrialCheckpoints` (None without a store)."""
+    if job.checkpoints is None:
+        return None
+    from hpsearch.checkpoints import TrialCheckpoints
+
+    return TrialCheckpoints(
+        job.checkpoints, job.number, dict(job.params), job.resume, same_params=not job.resume_any_params
+    )
+
+
+def execute_trial(job: TrialJob, channel: ReportChannel) -> TrialOutcome:
+    """Run one trial where we are; never raises (failures become data)."""
+    started = time.time()
+    ctx = _context(job, channel)
     outcome = TrialOutcome()
     outcome.placement = {
         "host": socket.gethostname(),

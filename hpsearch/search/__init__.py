@@ -18,6 +18,8 @@ from hpsearch.search._space import (
     MAX_GRID_POINTS,
     grid_points,
     grid_values,
+    perturb_value,
+    resample_value,
     to_distributions,
 )
 
@@ -33,5 +35,7 @@ __all__ = [
     "grid_values",
     "make_pruner",
     "make_sampler",
+    "perturb_value",
+    "resample_value",
     "to_distributions",
 ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import random
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -11,7 +13,7 @@ from hpsearch.errors import ConfigError
 if TYPE_CHECKING:
     from optuna.distributions import BaseDistribution
 
-__all__ = ["MAX_GRID_POINTS", "grid_points", "grid_values", "to_distributions"]
+__all__ = ["MAX_GRID_POINTS", "grid_points", "grid_values", "perturb_value", "resample_value", "to_distributions"]
 
 #: A grid larger than this is refused: it is almost surely a typo in a step.
 MAX_GRID_POINTS = 1_000_000
@@ -73,3 +75,40 @@ def grid_points(cfg: StudyConfig) -> dict[str, list[Any]]:
             "use fewer values or a random/tpe sampler"
         )
     return space
+
+
+def resample_value(dist: BaseDistribution, rng: random.Random) -> Any:
+    """A fresh value from ``dist``, uniform (log-uniform for ``log``), on its step grid."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution
+
+    if isinstance(dist, CategoricalDistribution):
+        return rng.choice(list(dist.choices))
+    low, high, log = float(dist.low), float(dist.high), bool(dist.log)  # type: ignore[attr-defined]
+    value = math.exp(rng.uniform(math.log(low), math.log(high))) if log else rng.uniform(low, high)
+    return _on_grid(dist, value) if isinstance(dist, FloatDistribution) else _on_grid(dist, round(value))
+
+
+def perturb_value(dist: BaseDistribution, value: Any, factor: float, rng: random.Random) -> Any:
+    """``value`` times ``factor``, kept inside ``dist`` and on its step grid; a categorical
+    moves to a neighbouring choice (up when ``factor`` > 1, down otherwise), as Ray Tune's PBT does."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution
+
+    if isinstance(dist, CategoricalDistribution):
+        choices = list(dist.choices)
+        i = choices.index(value) if value in choices else rng.randrange(len(choices))
+        return choices[min(len(choices) - 1, i + 1) if factor > 1 else max(0, i - 1)]
+    scaled = float(value) * factor
+    return _on_grid(dist, scaled) if isinstance(dist, FloatDistribution) else _on_grid(dist, round(scaled))
+
+
+def _on_grid(dist: Any, value: float) -> Any:
+    """``value`` clipped to ``dist``'s range and rounded to its step (an int for an int distribution)."""
+    from optuna.distributions import IntDistribution
+
+    low, high = dist.low, dist.high
+    value = min(max(value, low), high)
+    step = getattr(dist, "step", None)
+    if step:
+        value = low + round((value - low) / step) * step
+        value = min(max(value, low), high)
+    return int(value) if isinstance(dist, IntDistribution) else float(value)

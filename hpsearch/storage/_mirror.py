@@ -416,6 +416,10 @@ class MirroredStorage(BaseStorage):
                 intermediate_values={},
                 trial_id=-1,
             )
+        elif template_trial is not None and template_trial.state == TrialState.WAITING and self.trial_system_attrs:
+            # A queued trial (enqueue_trial) is stamped too: claimed and then killed before the
+            # claimer's stamp commits, it still names a driver, so recovery finds it as an orphan.
+            template_trial = _with_system_attrs(template_trial, self.trial_system_attrs)
         trial_id = self._retry("create_new_trial", self._remote.create_new_trial, study_id, template_trial)
         trial = self._created(trial_id)
         with self._lock:
@@ -632,4 +636,22 @@ def _upsert_attrs(backend: RDBStorage, session: Any, model_cls: Any, rows: dict[
         stmt.on_conflict_do_update(
             index_elements=[model_cls.trial_id, model_cls.key], set_={"value_json": stmt.excluded.value_json}
         )
+    )
+
+
+def _with_system_attrs(trial: FrozenTrial, extra: dict[str, Any]) -> FrozenTrial:
+    """A copy of ``trial`` with ``extra`` added to its system attributes (its own win)."""
+    return FrozenTrial(
+        number=trial.number,
+        state=trial.state,
+        value=None,
+        values=trial.values,
+        datetime_start=trial.datetime_start,
+        datetime_complete=trial.datetime_complete,
+        params=trial.params,
+        distributions=trial.distributions,
+        user_attrs=trial.user_attrs,
+        system_attrs={**extra, **trial.system_attrs},
+        intermediate_values=trial.intermediate_values,
+        trial_id=trial._trial_id,  # Optuna private: FrozenTrial has no public trial-id accessor
     )

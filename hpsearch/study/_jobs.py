@@ -46,6 +46,7 @@ def make_job(prepared: Prepared, chosen: TrialToRun, best: float | None, resume:
         maximize=cfg.objective.direction == "maximize",
         checkpoints=prepared.checkpoints,
         resume=resume,
+        resume_any_params=chosen.any_params,
     )
 
 

@@ -40,7 +40,7 @@ from hpsearch.study._recovery import (
     driver_id,
     recover_orphans,
 )
-from hpsearch.study._resume import CheckpointCleanup, resume_point
+from hpsearch.study._resume import CheckpointCleanup, start_point
 from hpsearch.study._scheduling import BaseScheduler, TrialToRun, make_scheduler
 from hpsearch.study._status import StatusTracker, StudyStatus
 
@@ -244,9 +244,8 @@ class StudyManager:
                 self._submit(study, executor, chosen)
 
     def _submit(self, study: optuna.Study, executor: BaseExecutor, chosen: TrialToRun) -> None:
-        self._running[chosen.number] = RunningTrial(chosen.trial, chosen.params, chosen.attempt)
-        store = self.prepared.checkpoints
-        resume = resume_point(study, store, chosen.trial) if store is not None and chosen.trial is not None else None
+        self._running[chosen.number] = RunningTrial(chosen.trial, chosen.params, chosen.attempt, stop_at=chosen.stop_at)
+        resume = start_point(study, self.prepared.checkpoints, chosen)
         executor.submit(make_job(self.prepared, chosen, self._status.best, resume))
         self._events.on_trial_start(study, chosen.number, chosen.params, self.status())
 
@@ -259,7 +258,7 @@ class StudyManager:
             return
         run.trial.report(event.value, event.step)
         # After a stop request the step it finished is still real work: its value is kept.
-        executor.decide(event.number, event.step, True if run.stop_requested else run.trial.should_prune())
+        executor.decide(event.number, event.step, run.reported(event.step, event.value))
         self._events.on_report(study, event.number, event.step, event.value)
 
     def _request_stop_all(self, executor: BaseExecutor) -> None:

@@ -37,6 +37,21 @@ class RunningTrial:
     params: dict[str, Any]
     attempt: int
     stop_requested: bool = False
+    #: Stop once this step is reported, and record the trial COMPLETE with its value (a PBT segment).
+    stop_at: int | None = None
+    #: The last step the trial reported, and its value.
+    last_step: int | None = None
+    last_value: float | None = None
+
+    def reported(self, step: int, value: float) -> bool:
+        """Note a report (already told to the live trial); whether the trial should stop now:
+        a stop was requested, its segment is done, or the pruner says so."""
+        self.last_step, self.last_value = step, value
+        return self.stop_requested or self.segment_done() or self.live.should_prune()
+
+    def segment_done(self) -> bool:
+        """Whether the trial reached its ``stop_at`` step (so a stop is the end of its segment)."""
+        return self.stop_at is not None and self.last_step is not None and self.last_step >= self.stop_at
 
     @property
     def live(self) -> optuna.trial.Trial:
@@ -69,7 +84,7 @@ class OutcomeRecorder:
     ) -> bool:
         """Tell ``run``'s final state from ``outcome``; returns whether it counts against ``max_failures``."""
         attrs: dict[str, Any] = {"placement": outcome.placement, **outcome.user_attrs}
-        finished_first = outcome.failure is None and not outcome.pruned
+        finished_first = outcome.failure is None and (not outcome.pruned or run.segment_done())
         if run.stop_requested and interrupted and not finished_first:
             self.fail(study, run, "interrupted", attrs, retry=True)
             return False
@@ -83,7 +98,10 @@ class OutcomeRecorder:
                 self.fail(study, run, f.reason, attrs, retry=retry)
                 return True
             attrs["fail_reason"] = f.reason  # kept as the reason it was pruned
-        if outcome.pruned or outcome.failure is not None:
+        if outcome.pruned and outcome.failure is None and run.segment_done():
+            # Stopped by its scheduler at the end of its segment: its value is the step's.
+            outcome.metrics = {**outcome.metrics, self.config.objective.metric: float(run.last_value)}  # type: ignore[arg-type]
+        elif outcome.pruned or outcome.failure is not None:
             self._tell_pruned(study, run, attrs)
             return False
         return self._tell_complete(study, run, outcome, attrs, best)

@@ -22,6 +22,7 @@ __all__ = [
     "build_trainer",
     "check_objective",
     "check_ray_address",
+    "check_pbt",
     "check_ray_installed",
     "checkpoint_store",
     "prepare",
@@ -71,7 +72,7 @@ def prepare(cfg: StudyConfig, *, check_trainer: bool = True) -> Prepared:
     from hpsearch.search import make_pruner, make_sampler, to_distributions
 
     file = cfg.file
-    if cfg.n_trials is None and cfg.timeout is None and cfg.sampler.name != "grid":
+    if cfg.n_trials is None and cfg.timeout is None and cfg.sampler.name != "grid" and not _pbt(cfg):
         raise ConfigError(f"{file}: n_trials: set n_trials or timeout, or the study never ends")
     sampler = make_sampler(cfg)
     pruner = make_pruner(cfg)
@@ -84,19 +85,54 @@ def prepare(cfg: StudyConfig, *, check_trainer: bool = True) -> Prepared:
             f"{file}: resources.workers: data-parallel trials run through Ray Train; "
             "use executor: ray or set workers: 1"
         )
+    checkpoints = checkpoint_store(cfg)  # before Ray's address is tried: a bad path is known without it
+    if _pbt(cfg):
+        check_pbt(cfg, trainer, checkpoints)  # before the trainer checks its params: the scheduler comes first
     if check_trainer:
         try:
             trainer.validate(set(cfg.search_space))
         except HpsearchError as e:
             raise _prefixed(e, file) from None
         check_objective(trainer, cfg)
-    checkpoints = checkpoint_store(cfg)  # before Ray's address is tried: a bad path is known without it
     if cfg.executor == "ray":
         check_ray_installed(file)
         check_ray_address(cfg.ray.address or os.environ.get("RAY_ADDRESS"), file)
     url = cfg.resolved_storage()
     check_storage(url, file=file)
     return Prepared(cfg, file, trainer, distributions, sampler, pruner, url, checkpoints)
+
+
+def _pbt(cfg: StudyConfig) -> bool:
+    return cfg.scheduler.name == "pbt"
+
+
+def check_pbt(cfg: StudyConfig, trainer: BaseTrainer, checkpoints: CheckpointStore | None) -> None:
+    """Refuse a PBT study that cannot work: a trainer that cannot checkpoint, a pruner, no checkpoints."""
+    file, sch = cfg.file, cfg.scheduler
+    if not trainer.can_checkpoint or trainer.imports_trials:
+        raise ConfigError(
+            f"{file}: scheduler.name: pbt copies checkpoints between members, and trainer {trainer.kind!r} "
+            "cannot checkpoint; use a python, text_classification or image_classification trainer"
+        )
+    if cfg.pruner.name != "none":
+        raise ConfigError(
+            f"{file}: pruner.name: PBT decides itself which members stop (exploit); remove the pruner "
+            f"({cfg.pruner.name!r}) or use scheduler: sampler"
+        )
+    if checkpoints is None:
+        raise ConfigError(
+            f"{file}: checkpoints: PBT needs checkpoints; set checkpoints.enabled: true (and, on a "
+            "cluster, checkpoints.path)"
+        )
+    from hpsearch.study._pbt import pbt_generations
+
+    pbt_generations(cfg, trainer)  # known, or a ConfigError saying to set it
+    unknown = sorted(set(sch.mutate or []) - set(cfg.search_space))
+    if unknown:
+        raise ConfigError(
+            f"{file}: scheduler.mutate: {', '.join(unknown)} not in search_space; choose from "
+            f"{', '.join(cfg.search_space) or 'nothing (the search space is empty)'}"
+        )
 
 
 def checkpoint_store(cfg: StudyConfig) -> CheckpointStore | None:

@@ -27,9 +27,10 @@ if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
 
     from hpsearch.checkpoints import CheckpointRef, CheckpointStore
+    from hpsearch.study._scheduling import TrialToRun
     from hpsearch.study._status import StudyStatus
 
-__all__ = ["RESUMED_ATTR", "CheckpointCleanup", "resume_point"]
+__all__ = ["RESUMED_ATTR", "CheckpointCleanup", "resume_point", "start_point"]
 
 log = logging.getLogger("hpsearch.checkpoints")
 
@@ -75,6 +76,26 @@ def resume_point(study: optuna.Study, store: CheckpointStore, trial: optuna.tria
         earlier = trials[source].user_attrs.get(RESUMED_ATTR)
         source = int(earlier["trial"]) if isinstance(earlier, dict) else _predecessor(trials, trials[source])
     return None
+
+
+def start_point(study: optuna.Study, store: CheckpointStore | None, chosen: TrialToRun) -> CheckpointRef | None:
+    """The checkpoint the chosen trial starts from: a re-run's (see :func:`resume_point`), else its parent's."""
+    if store is None or chosen.trial is None:
+        return None
+    ref = resume_point(study, store, chosen.trial)
+    if ref is not None or chosen.parent is None:
+        return ref
+    trials = study.get_trials(deepcopy=False)
+    try:
+        ref = store.latest(chosen.parent)
+    except Exception as e:  # noqa: BLE001 - an unreachable store means a fresh start
+        log.warning(
+            "checkpoints of trial %d cannot be listed (%s); trial %d starts fresh", chosen.parent, e, chosen.number
+        )
+        return None
+    if ref is not None:
+        _carry_over(chosen.trial, trials[chosen.parent], ref, store)
+    return ref
 
 
 def _carry_over(trial: optuna.trial.Trial, source: FrozenTrial, ref: CheckpointRef, store: CheckpointStore) -> None:
@@ -125,7 +146,7 @@ class CheckpointCleanup(BaseCallback):
             elif t.state.is_finished():
                 superseded |= _chain(trials, t.number) - {t.number}
         best = self._best(trials)
-        return (needed - superseded) | ({best} if best is not None else set())
+        return (needed - superseded) | ({best} if best is not None else set()) | _pbt_parents(trials)
 
     def _best(self, trials: list[FrozenTrial]) -> int | None:
         from optuna.trial import TrialState
@@ -147,3 +168,20 @@ def _chain(trials: list[FrozenTrial], start: int) -> set[int]:
         earlier = t.user_attrs.get(RESUMED_ATTR)
         current = int(earlier["trial"]) if isinstance(earlier, dict) else _predecessor(trials, t)
     return out
+
+
+def _pbt_parents(trials: list[FrozenTrial]) -> set[int]:
+    """PBT segments of the two newest generations with a COMPLETE one: the next segments start from them.
+
+    (Generations are synchronous: while generation g runs, every segment that has not
+    started yet copies a checkpoint of generation g - 1.)
+    """
+    from optuna.trial import TrialState
+
+    done = [
+        (int(t.user_attrs.get("pbt_generation", 0)), t.number)
+        for t in trials
+        if "pbt_member" in t.user_attrs and t.state == TrialState.COMPLETE
+    ]
+    newest = max((g for g, _ in done), default=0)
+    return {number for g, number in done if g >= newest - 1}

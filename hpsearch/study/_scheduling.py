@@ -48,6 +48,12 @@ class TrialToRun:
     attempt: int = 1
     trial: optuna.trial.Trial | None = None
     imports: bool = False
+    #: Stop the trial once it has reported this step (a PBT segment's end); None: run to its end.
+    stop_at: int | None = None
+    #: The trial whose checkpoint this one starts from (a PBT segment's parent); None: see ``resume_point``.
+    parent: int | None = None
+    #: Load a checkpoint written with other params (PBT's explore changes them).
+    any_params: bool = False
 
 
 class BaseScheduler(abc.ABC):
@@ -179,6 +185,10 @@ class ImportScheduler(SamplerScheduler):
 
 
 def make_scheduler(prepared: Prepared, *, more: int | None, driver: str) -> BaseScheduler:
-    """Today's scheduler for ``prepared``: an import for whole-search trainers, else the sampler's asks."""
+    """The scheduler for ``prepared``: PBT, an import for whole-search trainers, else the sampler's asks."""
+    if prepared.config.scheduler.name == "pbt":
+        from hpsearch.study._pbt import PBTScheduler
+
+        return PBTScheduler(prepared, driver=driver)
     cls = ImportScheduler if prepared.trainer.imports_trials else SamplerScheduler
     return cls(prepared, more=more, driver=driver)

@@ -290,6 +290,9 @@ class BaseTrainer(abc.ABC):
     #: :class:`TrialRecord` list it leaves in ``ctx.user_attrs[RECORDS_ATTR]``
     #: as trials; other user attrs become study attributes.
     imports_trials: ClassVar[bool] = False
+    #: True when trials checkpoint (``ctx.save_checkpoint``) at each report and resume from
+    #: ``ctx.load_checkpoint``: what population-based training needs.
+    can_checkpoint: ClassVar[bool] = False
     #: True for a light trainer (nothing heavy to import, short trials) whose first trials may
     #: run on the driver's threads while a private Ray is not started (``ray.driver_first_s``).
     runs_on_driver: ClassVar[bool] = False

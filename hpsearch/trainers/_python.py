@@ -109,6 +109,7 @@ class PythonTrainer(BaseTrainer):
 
     kind = "python"
     Settings = PythonSettings
+    can_checkpoint = True  # through ctx.save_checkpoint / ctx.load_checkpoint, in the user's function
     #: With ``resources.workers > 1`` the function runs on every rank, with
     #: torch.distributed initialised by Ray Train; rank 0's ctx reports.
     supports_workers = True

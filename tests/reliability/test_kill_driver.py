@@ -1,7 +1,7 @@
 """kill -9 of `hpsearch run`, then a re-run: nothing lost, nothing twice, orphans first.
 
 The default suite kills each local-executor study kind a few times at random
-points, and a driver on the default Ray executor twice at a fixed point (while
+points (``ckpt``: a checkpointing trainer, whose re-runs must each repeat at most one epoch), and a driver on the default Ray executor twice at a fixed point (while
 trials run on Ray); `-m slow` runs the README's 10 kills per kind.
 """
 
@@ -19,7 +19,7 @@ from tests.conftest import OBJECTIVES, quadratic_study
 from tests.reliability.kill_loop import kill_loop
 
 
-@pytest.mark.parametrize("kind", ["grid", "tpe"])
+@pytest.mark.parametrize("kind", ["grid", "tpe", "ckpt"])
 def test_kill_driver_then_resume(kind, tmp_path):
     summary = kill_loop(kind, kills=3, workdir=tmp_path, seed=1)
     assert summary["kills"] >= 1
@@ -43,7 +43,7 @@ def test_kill_driver_during_ddp_trial(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["grid", "tpe", "ddp"])
+@pytest.mark.parametrize("kind", ["grid", "tpe", "ddp", "ckpt"])
 def test_kill_driver_ten_times(kind, tmp_path):
     summary = kill_loop(kind, kills=10, workdir=tmp_path, seed=7)
     # Once the study is complete a later start has nothing to do and exits before its kill.

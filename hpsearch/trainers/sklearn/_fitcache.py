@@ -3,7 +3,7 @@
 scikit-learn's searches cannot resume (scikit-learn#17069): a search killed halfway
 starts again from its first fit. With a cache folder, :func:`cached_estimator` gives
 the search its estimator as an instance of a subclass of the estimator's own class
-(``CachedDecisionTreeClassifier``, ``CachedPipeline``) whose only change is ``fit``:
+(same name, defined in this module) whose only change is ``fit``:
 
 * the fit's key is a hash of the study's settings (:meth:`FitCache.open`'s ``context``),
   scikit-learn's version, the estimator's params as set for this fit (estimator,
@@ -81,11 +81,11 @@ class FitCache:
         return cls(str(folder), str(key), str(folder / f".run-{uuid.uuid4().hex}.log"), time.time())
 
     def key(self, estimator: Any, X: Any, y: Any, fit_params: dict[str, Any]) -> str | None:
-        """The key of fitting ``estimator`` (unfitted, params set) on ``X, y``; None if not hashable."""
+        """The key of fitting ``estimator`` (its params as set) on ``X, y``; None if not hashable."""
         import joblib
 
         try:
-            return str(joblib.hash((self.context, plain_estimator(estimator), X, y, fit_params)))
+            return str(joblib.hash((self.context, _canonical(estimator), X, y, fit_params)))
         except Exception as err:  # noqa: BLE001 - e.g. a lambda among the params: fit without the cache
             log.debug("fit not cached: cannot hash it (%s)", err)
             return None
@@ -111,17 +111,19 @@ class FitCache:
         """Store ``fitted`` under ``key`` atomically; a failure only costs the entry."""
         import joblib
 
-        fd, tmp = tempfile.mkstemp(prefix=f".{key}.", suffix=".tmp", dir=self.folder)
+        tmp: str | None = None
         try:
+            fd, tmp = tempfile.mkstemp(prefix=f".{key}.", suffix=".tmp", dir=self.folder)
             with os.fdopen(fd, "wb") as fh:
                 joblib.dump(fitted, fh)
             os.replace(tmp, self.path(key))
-        except BaseException as err:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            if not isinstance(err, Exception):
-                raise
+            tmp = None
+        except Exception as err:  # noqa: BLE001 - disk full, an unpicklable model: the fit stands
             log.warning("could not store a fit in the cache %s: %s", self.folder, err)
+        finally:
+            if tmp is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
 
     def note(self, event: str, key: str | None) -> None:
         """Append ``event`` (hit, fit, fail, nokey) to the run's log (one short O_APPEND write)."""
@@ -198,7 +200,9 @@ def cached_class(base: type[Any], cache: FitCache) -> type[Any]:
                 "fit": _fit_method(base),
                 "__reduce_ex__": _reduce_ex,
             }
-            cls = _CLASSES[(base, cache)] = type(f"Cached{base.__name__}", (base,), namespace)
+            # The base class's name: scikit-learn's messages (fail_reason) name the estimator's class.
+            namespace["__qualname__"] = base.__qualname__
+            cls = _CLASSES[(base, cache)] = type(base.__name__, (base,), namespace)
     return cls
 
 
@@ -214,6 +218,9 @@ def cached_fit(est: Any, X: Any, y: Any, fit_params: dict[str, Any]) -> Any:
     """``est.fit(X, y, **fit_params)`` through its class's cache."""
     cls = type(est)
     base, cache = cls._hpsearch_base, cls._hpsearch_cache
+    # What a meta-estimator attached before the fit (scikit-learn's callback context...) is no
+    # fitted state: it is neither stored nor replaced by a stored fit's.
+    attached = set(vars(est)) - set(est.get_params(deep=False))
     key = cache.key(est, X, y, fit_params)
     fitted = None if key is None else cache.load(key, base)
     if fitted is not None:
@@ -228,9 +235,23 @@ def cached_fit(est: Any, X: Any, y: Any, fit_params: dict[str, Any]) -> Any:
     if key is None:
         cache.note("nokey", key)
         return est
-    cache.store(key, plain_estimator(est))
+    entry = _blank(base)
+    entry.__dict__.update({k: v for k, v in vars(est).items() if k not in attached})
+    cache.store(key, entry)
     cache.note("fit", key)
     return est
+
+
+def _canonical(value: Any) -> Any:
+    """An estimator as its class and public params (nested estimators too), for hashing."""
+    if hasattr(value, "get_params") and not isinstance(value, type):
+        base = getattr(type(value), "_hpsearch_base", type(value))
+        return ("estimator", base, {k: _canonical(v) for k, v in value.get_params(deep=False).items()})
+    if isinstance(value, (list, tuple)):
+        return (type(value).__name__, [_canonical(v) for v in value])
+    if isinstance(value, dict):
+        return ("dict", {k: _canonical(v) for k, v in value.items()})
+    return value
 
 
 def _reduce_ex(self: Any, protocol: Any) -> tuple[Any, ...]:

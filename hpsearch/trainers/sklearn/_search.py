@@ -24,6 +24,16 @@ round's rows are ``COMPLETE``, so the study's best trial is scikit-learn's
 ``best_index_``. ``best_params_``, ``best_score_`` and friends become study
 attributes (``sklearn.*``) and the refit estimator the study artifact
 ``refit_estimator.joblib``.
+
+Resuming: scikit-learn's searches cannot resume (scikit-learn#17069), so with a cache
+folder (``ctx.cache_dir``, the study's checkpoint folder's ``cache/``) every finished
+fit (one candidate on one fold, and the refit) is kept in ``cache/sklearn_search``
+(:mod:`hpsearch.trainers.sklearn._fitcache`), keyed by the settings, the candidate's
+params and the rows it was fitted on. A search killed halfway and run again loads
+those fits and fits only the others; its ``cv_results_`` (bar the ``*_time``
+columns), best candidate and trials equal an uninterrupted run's. The study
+attributes ``sklearn.cached_fits`` and ``sklearn.new_fits`` count them.
+``cache_fits: false`` turns it off.
 """
 
 from __future__ import annotations
@@ -363,7 +373,12 @@ class SklearnSearchTrainer(BaseTrainer):
         if ctx.cache_dir is None or not self.settings.cache_fits:
             return None
         context = self.settings.model_dump(mode="json", include={"estimator", "estimator_params"})
-        return FitCache.open(Path(ctx.cache_dir) / CACHE_FOLDER, {**context, "scoring": metrics})
+        folder = Path(ctx.cache_dir) / CACHE_FOLDER
+        try:
+            return FitCache.open(folder, {**context, "scoring": metrics})
+        except OSError as err:
+            log.warning("sklearn_search: no fit cache (%s): a re-run will fit everything again", err)
+            return None
 
     def _search(self, estimator: Any, space: Any, metrics: list[str], objective: str, *, threads: int, y: Any) -> Any:
         """The unfitted scikit-learn search object of ``trainer.strategy``."""

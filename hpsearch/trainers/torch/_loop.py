@@ -5,9 +5,15 @@ model, two map-style datasets, collate functions that yield ``dict`` batches
 with a ``labels`` tensor, and (optionally) a ``forward(model, inputs) -> logits``.
 
 The loop is rank-aware: when ``torch.distributed`` is initialised it wraps the
-model in ``DistributedDataParallel``, shards training data with a
-``DistributedSampler``, evaluates and talks to the manager on rank 0 only, and
-broadcasts rank 0's prune decision so every rank stops at the same step.
+model in ``DistributedDataParallel``, shards training data across ranks
+(:class:`~hpsearch.trainers.torch._checkpoint.EpochSampler`), evaluates and talks
+to the manager on rank 0 only, and broadcasts rank 0's prune decision so every
+rank stops at the same step.
+
+It checkpoints itself at each report through ``ctx.save_checkpoint`` and, when the
+trial continues a stopped one, restores everything from ``ctx.load_checkpoint()``
+before training (:mod:`~hpsearch.trainers.torch._checkpoint`), so the resumed run
+ends with the same weights and metrics as an uninterrupted one.
 
 ``torch`` is imported inside functions so that importing this module stays cheap.
 """
@@ -22,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from hpsearch.trainers._base import NonFiniteLoss, TrialContext, TrialPruned
+from hpsearch.trainers.torch._checkpoint import EpochSampler, LoopCheckpoints
 from hpsearch.trainers.torch._devices import DistInfo, autocast, select_device, to_device
 from hpsearch.trainers.torch._eval import EvalResult, Forward, default_forward, evaluate
 from hpsearch.trainers.torch._optim import (
@@ -116,64 +123,79 @@ class _TrainLoop:
         self.last_eval: EvalResult | None = None
         self.time_eval = 0.0
         self.step = 0
+        #: The optimizer step of the last report (a resumed run starts at its checkpoint's).
+        self.reported_step = 0
         self.loss_sum, self.loss_n = 0.0, 0
         self.first_step: float | None = None
 
     # ------------------------------------------------------------ set-up
 
     def setup(self, train_dataset: Any, train_collate: Collate, device: torch.device) -> None:
-        """Place the model, wrap it for DDP, and build loader, optimizer and schedule."""
+        """Place the model, wrap it for DDP, build loader, optimizer and schedule, and resume."""
         import torch
         from torch.utils.data import DataLoader
 
         self.dist, self.device = DistInfo.current(), device
         self.model.to(device)
-        self.train_model, self.sampler = self._wrap(train_dataset)
+        self.train_model = self._wrap()
+        self.sampler = EpochSampler(
+            len(train_dataset), seed=self.s.seed, rank=self.dist.rank, world_size=self.dist.world_size
+        )
         self.loader = DataLoader(
             train_dataset,
             batch_size=self.s.batch_size,
-            shuffle=self.sampler is None,
             sampler=self.sampler,
             collate_fn=train_collate,
             generator=torch.Generator().manual_seed(self.s.seed),
             pin_memory=device.type == "cuda",
         )
         self.steps_per_epoch = max(1, len(self.loader))
-        self.optimizer = build_optimizer(self.model, self.s, device=device)
-        self.scheduler = build_scheduler(self.optimizer, self.s, self.steps_per_epoch * self.s.epochs)
+        self.build_optimizer()
         self.l1_params = l1_weights(self.model) if self.s.l1 else []
+        #: The stateful parts of the data path whose generators a checkpoint keeps.
+        self.rng_holders = {
+            "loader": self.loader.generator,
+            "collate": train_collate,
+            "transform": self.train_transform,
+        }
+        self.checkpoints = LoopCheckpoints(self)
+        self.checkpoints.resume()
 
-    def _wrap(self, train_dataset: Any) -> tuple[nn.Module, Any]:
-        """``(model to train, sampler)``: DDP and a sharding sampler under torch.distributed."""
+    def build_optimizer(self) -> None:
+        """A fresh optimizer and learning-rate schedule over the model."""
+        self.optimizer = build_optimizer(self.model, self.s, device=self.device)
+        self.scheduler = build_scheduler(self.optimizer, self.s, self.steps_per_epoch * self.s.epochs)
+
+    def _wrap(self) -> nn.Module:
+        """The model to train: DDP under torch.distributed (a resume loads into ``self.model``)."""
         if not self.dist.active:
-            return self.model, None
+            return self.model
         from torch.nn.parallel import DistributedDataParallel
-        from torch.utils.data.distributed import DistributedSampler
 
         device = self.device
-        ddp = DistributedDataParallel(self.model, device_ids=[device.index] if device.type == "cuda" else None)
-        sampler: Any = DistributedSampler(
-            train_dataset, num_replicas=self.dist.world_size, rank=self.dist.rank, shuffle=True, seed=self.s.seed
-        )
-        return ddp, sampler
+        return DistributedDataParallel(self.model, device_ids=[device.index] if device.type == "cuda" else None)
 
     # ------------------------------------------------------------ training
 
     def run(self) -> LoopResult:
-        """Train every epoch, reporting each epoch or every ``report_every_steps`` steps."""
+        """Train every epoch, reporting each epoch or every ``report_every_steps`` steps.
+
+        A resumed run starts at its checkpoint's step: the epoch it was in, after the
+        batches already trained on.
+        """
         self.started = time.perf_counter()
         every = self.s.report_every_steps
         self.train_model.train()
-        for epoch in range(self.s.epochs):
-            if self.sampler is not None:
-                self.sampler.set_epoch(epoch)
+        first_epoch, skip = divmod(self.step, self.steps_per_epoch)
+        for epoch in range(first_epoch, self.s.epochs):
+            self.sampler.set_epoch(epoch, skip * self.s.batch_size if epoch == first_epoch else 0)
             for batch in self.loader:
                 self._train_step(batch)
                 if every is not None and self.step % every == 0:
                     self._checkpoint(self.step)
             if every is None:
                 self._checkpoint(epoch + 1)
-        if every is not None and self.step % every != 0:
+        if every is not None and self.step != self.reported_step:
             self._checkpoint(self.step)
         self._verify_ranks()
         return self._result()
@@ -217,6 +239,7 @@ class _TrainLoop:
             "lr": self.optimizer.param_groups[0]["lr"],
         }
         self.loss_sum, self.loss_n = 0.0, 0
+        self.reported_step = self.step
         if self.dist.is_main:
             self._evaluate_and_report(record, report_step)
         self.time_eval += time.perf_counter() - t0
@@ -224,6 +247,8 @@ class _TrainLoop:
         # broadcast inside should_prune(), so all ranks stop together.
         if self.ctx.should_prune():
             raise TrialPruned(f"pruned after step {report_step} ({record['epoch']} epochs)")
+        # After the decision, so the report this checkpoint follows is already stored.
+        self.checkpoints.save(report_step)
 
     def _evaluate_and_report(self, record: dict[str, float], report_step: int) -> None:
         self.last_eval = evaluate(
