@@ -248,6 +248,7 @@ class RayCluster:
     env: dict[str, str]  # what a client needs: RAY_AUTH_MODE/RAY_AUTH_TOKEN, RAY_TMPDIR
     head_node_id: str
     worker_node_id: str
+    more_node_ids: tuple[str, ...] = ()
 
 
 def _ray_bin() -> str:
@@ -287,8 +288,13 @@ def _kill_cluster(pgids: list[int], temp: str) -> None:
             pass
 
 
-def start_two_node_ray(*, worker_resources: dict[str, float]) -> tuple[RayCluster, Callable[[], None]]:
+def start_two_node_ray(
+    *, worker_resources: dict[str, float], head_cpus: int = 1, more_workers: tuple[dict[str, float], ...] = ()
+) -> tuple[RayCluster, Callable[[], None]]:
     """``ray start --head`` plus a second node with ``worker_resources``, all on 127.0.0.1.
+
+    ``head_cpus=0`` keeps trials off the head; ``more_workers`` adds a node per entry
+    (its custom resources), each with 1 CPU, in a session of its own.
 
     Token authentication on (a fresh token), files and sockets in a private temp dir,
     every port chosen free (none of Ray's fixed defaults, so clusters of concurrent
@@ -309,7 +315,7 @@ def start_two_node_ray(*, worker_resources: dict[str, float]) -> tuple[RayCluste
     # node's `ray start` runs through _RAY_START_LOOPBACK, which lifts that one check.
     env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     env.pop("RAY_ADDRESS", None)
-    common = ["--node-ip-address=127.0.0.1", "--num-cpus=1", "--num-gpus=0", f"--temp-dir={temp}",
+    common = ["--node-ip-address=127.0.0.1", "--num-gpus=0", f"--temp-dir={temp}",
               "--object-store-memory=100000000", "--disable-usage-stats"]
     pgids: list[int] = []
 
@@ -326,11 +332,12 @@ def start_two_node_ray(*, worker_resources: dict[str, float]) -> tuple[RayCluste
         shutil.rmtree(temp, ignore_errors=True)
 
     try:
-        ray_start("--head", f"--port={port}", "--include-dashboard=false",
+        ray_start("--head", f"--port={port}", f"--num-cpus={head_cpus}", "--include-dashboard=false",
                   f"--dashboard-port={free_port()}", f"--ray-client-server-port={client_port}",
                   f"--dashboard-agent-listen-port={free_port()}", cli=[_ray_bin()])
-        ray_start(f"--address=127.0.0.1:{port}", f"--resources={json.dumps(worker_resources)}",
-                  f"--dashboard-agent-listen-port={free_port()}", cli=[sys.executable, "-c", _RAY_START_LOOPBACK])
+        for resources in (worker_resources, *more_workers):
+            ray_start(f"--address=127.0.0.1:{port}", "--num-cpus=1", f"--resources={json.dumps(resources)}",
+                      f"--dashboard-agent-listen-port={free_port()}", cli=[sys.executable, "-c", _RAY_START_LOOPBACK])
         probe = (
             "import json, ray; ray.init(address='127.0.0.1:%d', configure_logging=False, log_to_driver=False);"
             "print(json.dumps([[n['NodeID'], n['Resources']] for n in ray.nodes() if n['Alive']]))" % port
@@ -339,16 +346,17 @@ def start_two_node_ray(*, worker_resources: dict[str, float]) -> tuple[RayCluste
         while True:
             out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120)
             nodes = json.loads(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 else []
-            if len(nodes) == 2 or time.monotonic() > deadline:
+            if len(nodes) == 2 + len(more_workers) or time.monotonic() > deadline:
                 break
             time.sleep(1)
-        if len(nodes) != 2:
-            raise RuntimeError(f"two-node Ray did not come up: {out.stderr[-2000:]}")
+        if len(nodes) != 2 + len(more_workers):
+            raise RuntimeError(f"the Ray cluster did not come up: {out.stderr[-2000:]}")
         key = next(iter(worker_resources))
         worker = next(n for n, res in nodes if key in res)
-        head = next(n for n, res in nodes if key not in res)
+        head = next(n for n, res in nodes if not set(res) & {k for r in (worker_resources, *more_workers) for k in r})
     except BaseException:
         stop()
         raise
     client_env = {k: env[k] for k in ("RAY_TMPDIR", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN")}
-    return RayCluster(f"127.0.0.1:{port}", f"ray://127.0.0.1:{client_port}", client_env, head, worker), stop
+    others = tuple(n for n, res in nodes if n not in (head, worker))
+    return RayCluster(f"127.0.0.1:{port}", f"ray://127.0.0.1:{client_port}", client_env, head, worker, others), stop
