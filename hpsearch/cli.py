@@ -114,8 +114,11 @@ def show(
     study: StudyArg,
     storage: StorageOpt = None,
     limit: Annotated[int, typer.Option("--limit", help="Rows to show (0 = all).")] = 20,
+    lineage: Annotated[
+        bool, typer.Option("--lineage", help="PBT: each member's chain of segments and the best one's lineage.")
+    ] = False,
 ) -> None:
-    """Table of the study's trials, best first."""
+    """Table of the study's trials, best first (--lineage: a PBT study's members and exploits)."""
 
     def go() -> None:
         from rich.console import Console
@@ -124,6 +127,9 @@ def show(
         from hpsearch.views import load_result
 
         result = load_result(study, storage=storage)
+        if lineage:
+            typer.echo(_lineage(study, result))
+            return
         frame = result.trials_dataframe(best_first=True)
         table = Table(title=f"{result.study_name} ({len(frame)} trials)")
         cols = ["number", "state", "value"] + [c for c in frame.columns if c.startswith("params_")]
@@ -136,6 +142,22 @@ def show(
         Console(width=max(100, Console().width)).print(table)
 
     _guard(go)
+
+
+def _lineage(study: Path, result: Any) -> str:
+    """``show --lineage``: the text of :func:`hpsearch.views.lineage_text`, or a one-line refusal."""
+    from hpsearch.errors import ConfigError
+    from hpsearch.views import lineage_text
+
+    maximize = result.study.direction.name == "MAXIMIZE"
+    metric = result.config.objective.metric if result.config is not None else "value"
+    text = lineage_text(result.study.get_trials(deepcopy=False), maximize=maximize, metric=metric)
+    if not text:
+        raise ConfigError(
+            f"{study}: --lineage: study {result.study_name!r} has no PBT segments; "
+            "it is for studies run with scheduler: {name: pbt} (drop --lineage for the trial table)"
+        )
+    return text
 
 
 def _cell(v: Any) -> str:

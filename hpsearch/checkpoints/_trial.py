@@ -4,20 +4,17 @@ from __future__ import annotations
 
 import logging
 import os
-import pickle
 import tempfile
 from pathlib import Path
 from typing import Any
 
+from hpsearch.checkpoints import _safe as safe
 from hpsearch.checkpoints._store import CheckpointRef, CheckpointStore
 from hpsearch.errors import one_line
 
-__all__ = ["STATE_FILE", "TrialCheckpoints"]
+__all__ = ["TrialCheckpoints"]
 
 log = logging.getLogger("hpsearch.checkpoints")
-
-#: The file a pickled (non-folder) checkpoint is stored in.
-STATE_FILE = "state.pkl"
 
 
 class TrialCheckpoints:
@@ -52,7 +49,7 @@ class TrialCheckpoints:
         self.saved: CheckpointRef | None = None
 
     def save(self, obj_or_dir: Any, step: int, *, reports: dict[int, float] | None = None) -> CheckpointRef | None:
-        """Store a folder's files, or pickle any other object, as the checkpoint at ``step`` (rank 0 only).
+        """Store a folder's files, or plain data (see :mod:`hpsearch.checkpoints._safe`), at ``step`` (rank 0 only).
 
         ``reports`` (step -> value, the trial's intermediate values so far) are kept in the
         checkpoint's marker: a re-run carries them over, even those the driver never stored.
@@ -66,13 +63,12 @@ class TrialCheckpoints:
             self.saved = self.store.save_dir(self.trial, step, Path(obj_or_dir), {**meta, "kind": "dir"})
             return self.saved
         with tempfile.TemporaryDirectory(prefix="hps-ckpt-save-") as d:
-            with open(Path(d) / STATE_FILE, "wb") as fh:
-                pickle.dump(obj_or_dir, fh, protocol=pickle.HIGHEST_PROTOCOL)
-            self.saved = self.store.save_dir(self.trial, step, Path(d), {**meta, "kind": "pickle"})
+            safe.dump(obj_or_dir, Path(d))  # TypeError for what cannot be stored without pickle
+            self.saved = self.store.save_dir(self.trial, step, Path(d), {**meta, "kind": "data"})
         return self.saved
 
     def load(self) -> Any:
-        """The resumed checkpoint: the unpickled object, or a local folder (read it, do not change it).
+        """The resumed checkpoint: the data saved, or a local folder (read it, do not change it).
 
         None on a fresh start, or when the checkpoint cannot be loaded: the reason is
         logged once and kept in :attr:`error`, and the trial starts from scratch.
@@ -84,11 +80,7 @@ class TrialCheckpoints:
             if self.same_params and meta.get("params") != _jsonable(self.params):
                 raise ValueError(f"it was written with other params ({meta.get('params')})")
             folder = self.store.fetch(self.resume)
-            if meta.get("kind") == "pickle":
-                with open(folder / STATE_FILE, "rb") as fh:
-                    value = pickle.load(fh)  # our own file, written by save()
-            else:
-                value = folder
+            value = safe.load(folder) if meta.get("kind") == "data" else folder
         except Exception as e:  # noqa: BLE001 - a bad checkpoint means a fresh start, never a crash
             self.error = one_line(f"trial {self.resume.trial} step {self.resume.step}: {type(e).__name__}: {e}")[:500]
             log.warning("checkpoint not loaded, the trial starts fresh: %s", self.error)

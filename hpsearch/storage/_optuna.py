@@ -93,6 +93,15 @@ def set_trial_system_attr(study: optuna.Study, trial: optuna.trial.Trial | Froze
     storage_of(study).set_trial_system_attr(trial_id(trial), key, value)
 
 
+def overwrite_intermediate_value(study: optuna.Study, trial: optuna.trial.Trial, step: int, value: float) -> None:
+    """Store ``value`` at ``step`` even when the trial already holds a value there.
+
+    Why private: ``Trial.report`` ignores a step already reported; a re-run whose
+    checkpoint failed to load reports again the steps it had carried over.
+    """
+    storage_of(study).set_trial_intermediate_value(trial_id(trial), step, value)
+
+
 def set_trial_user_attr(study: optuna.Study, trial: FrozenTrial, key: str, value: Any) -> None:
     """Write a user attribute of a trial we hold only as a ``FrozenTrial``.
 

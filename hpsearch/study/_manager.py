@@ -68,17 +68,15 @@ __all__ = [
 class StudyManager:
     """Runs a study to its budget, resuming whatever the storage already holds.
 
-    The constructor only stores its arguments; :meth:`run` checks the study,
-    opens the storage and runs it.
+    The constructor only stores its arguments; :meth:`run` checks, opens and runs the study.
 
     Args:
         config: The validated study.
         executor: Where trials run; default from ``config.executor``.
         more: Run this many trials beyond those finished, not up to ``n_trials``.
         progress: Show live progress (default: when stderr is a terminal).
-        callbacks: Called, after the progress display and the dashboard note, at
-            each step of the loop (see :class:`~hpsearch.study.BaseCallback`).
-        scheduler: Decides what runs next; default: today's (see :func:`make_scheduler`).
+        callbacks: Called at each step of the loop, after the built-in ones (:class:`~hpsearch.study.BaseCallback`).
+        scheduler: Decides what runs next; default: the study's (see :func:`make_scheduler`).
     """
 
     prepared: Prepared
@@ -244,8 +242,10 @@ class StudyManager:
                 self._submit(study, executor, chosen)
 
     def _submit(self, study: optuna.Study, executor: BaseExecutor, chosen: TrialToRun) -> None:
-        self._running[chosen.number] = RunningTrial(chosen.trial, chosen.params, chosen.attempt, stop_at=chosen.stop_at)
         resume = start_point(study, self.prepared.checkpoints, chosen)
+        carried = None if resume is None else resume.step
+        run = RunningTrial(chosen.trial, chosen.params, chosen.attempt, chosen.stop_at, carried)
+        self._running[chosen.number] = run
         executor.submit(make_job(self.prepared, chosen, self._status.best, resume))
         self._events.on_trial_start(study, chosen.number, chosen.params, self.status())
 
@@ -256,9 +256,8 @@ class StudyManager:
         if run.trial is None:  # a whole search reports progress only: it is never pruned
             executor.decide(event.number, event.step, False)
             return
-        run.trial.report(event.value, event.step)
         # After a stop request the step it finished is still real work: its value is kept.
-        executor.decide(event.number, event.step, run.reported(event.step, event.value))
+        executor.decide(event.number, event.step, run.reported(study, event.step, event.value))
         self._events.on_report(study, event.number, event.step, event.value)
 
     def _request_stop_all(self, executor: BaseExecutor) -> None:

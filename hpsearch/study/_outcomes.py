@@ -36,16 +36,22 @@ class RunningTrial:
     trial: optuna.trial.Trial | None
     params: dict[str, Any]
     attempt: int
-    stop_requested: bool = False
     #: Stop once this step is reported, and record the trial COMPLETE with its value (a PBT segment).
     stop_at: int | None = None
+    #: The step up to which the predecessor's curve was carried over (a resumed trial).
+    carried: int | None = None
+    stop_requested: bool = False
     #: The last step the trial reported, and its value.
     last_step: int | None = None
     last_value: float | None = None
 
-    def reported(self, step: int, value: float) -> bool:
-        """Note a report (already told to the live trial); whether the trial should stop now:
-        a stop was requested, its segment is done, or the pruner says so."""
+    def reported(self, study: optuna.Study, step: int, value: float) -> bool:
+        """Store a report; whether the trial should stop now: a stop was requested, its
+        segment is done, or the pruner says so."""
+        if self.carried is not None and step <= self.carried:  # carried over, reported again: a fresh start
+            ox.overwrite_intermediate_value(study, self.live, step, value)
+        else:
+            self.live.report(value, step)
         self.last_step, self.last_value = step, value
         return self.stop_requested or self.segment_done() or self.live.should_prune()
 
@@ -84,6 +90,8 @@ class OutcomeRecorder:
     ) -> bool:
         """Tell ``run``'s final state from ``outcome``; returns whether it counts against ``max_failures``."""
         attrs: dict[str, Any] = {"placement": outcome.placement, **outcome.user_attrs}
+        if run.carried is not None and "checkpoint_error" in attrs:
+            attrs["resumed_from"] = None  # the checkpoint did not load: the trial started fresh
         finished_first = outcome.failure is None and (not outcome.pruned or run.segment_done())
         if run.stop_requested and interrupted and not finished_first:
             self.fail(study, run, "interrupted", attrs, retry=True)

@@ -1,4 +1,4 @@
-"""Read-only views of stored studies: results, compare, report, the dashboard and the live note."""
+"""Read-only views of stored studies: results, compare, report, PBT lineage, the dashboard and the live note."""
 
 from __future__ import annotations
 
@@ -21,6 +21,17 @@ from hpsearch.views._dashboard import (
     resolve,
     serve,
 )
+from hpsearch.views._lineage import (
+    PBTSegment,
+    best_final,
+    chains,
+    lineage,
+    lineage_text,
+    log_scaled,
+    pbt_segments,
+    schedule_xy,
+    segment_curve,
+)
 from hpsearch.views._notes import (
     FIGURE_ID,
     NOTE_EVERY_S,
@@ -30,6 +41,7 @@ from hpsearch.views._notes import (
 )
 from hpsearch.views._report import (
     FIGURES,
+    PBT_FIGURES,
     default_output,
     write_report,
 )
@@ -46,22 +58,32 @@ __all__ = [
     "FORMATS",
     "LOOPBACK_HOSTS",
     "NOTE_EVERY_S",
+    "PBTSegment",
+    "PBT_FIGURES",
     "READ_ONLY",
     "ReadOnlyArtifactStore",
     "ReadOnlyHTTP",
     "StudyNote",
     "StudyResult",
+    "best_final",
     "best_over_time_figure",
     "build_app",
+    "chains",
     "compare",
     "compare_rows",
     "default_output",
     "host_warning",
+    "lineage",
+    "lineage_text",
     "load_result",
+    "log_scaled",
+    "pbt_segments",
     "render",
     "render_note",
     "require_extra",
     "resolve",
+    "schedule_xy",
+    "segment_curve",
     "serve",
     "write_report",
 ]

@@ -3,7 +3,9 @@
 The page holds a header (the studies, their best values), the compare table
 (:func:`hpsearch.views._compare.compare_rows`), a cross-study best-so-far figure and,
 per study, Optuna's optimisation history, parameter importances, intermediate
-values and parallel coordinates. plotly.js is embedded once in ``<head>``, so
+values and parallel coordinates; a PBT study adds its schedule (each mutable
+param over steps, one line per member) and the best member's lineage
+(:mod:`hpsearch.views._lineage`). plotly.js is embedded once in ``<head>``, so
 the file opens offline, mails as one attachment and needs no server. Reads only.
 """
 
@@ -23,7 +25,7 @@ from hpsearch.views._format import duration, fmt
 if TYPE_CHECKING:
     import optuna
 
-__all__ = ["FIGURES", "default_output", "write_report"]
+__all__ = ["FIGURES", "PBT_FIGURES", "default_output", "write_report"]
 
 #: Per-study figures: (data-figure id, title, what it shows).
 FIGURES = (
@@ -31,6 +33,19 @@ FIGURES = (
     ("param-importances", "Parameter importances", "How much each parameter explains the objective (fANOVA)."),
     ("intermediate-values", "Intermediate values", "What each trial reported per step; pruned trials stop early."),
     ("parallel-coordinates", "Parallel coordinates", "Every trial's params, coloured by its value."),
+)
+#: Per-study figures of a PBT study (``scheduler: {name: pbt}``), after :data:`FIGURES`.
+PBT_FIGURES = (
+    (
+        "pbt-schedule",
+        "PBT schedule",
+        "Each mutable hyperparameter over steps, one line per member; a jump is an exploit or explore.",
+    ),
+    (
+        "pbt-lineage",
+        "Best member's lineage",
+        "The best final segment's chain back to generation 0: its value over steps, and where it copied a member.",
+    ),
 )
 _COLORS = ["#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2", "#ca8a04", "#db2777"]
 
@@ -46,6 +61,7 @@ class _Study:
     name: str
     study: optuna.Study
     row: dict[str, Any]
+    mutate: list[str] | None = None  # PBT: the params explore changes (None: every param)
 
 
 def _template() -> Any:
@@ -239,8 +255,107 @@ def _study_section(index: int, s: _Study) -> str:
         parts.append(
             f'<section class="card" data-figure="{kind}"><h3>{title}</h3><p class="hint">{hint}</p>{body}</section>'
         )
+    parts += _pbt_cards(index, s)
     parts.append("</div></section>")
     return "".join(parts)
+
+
+def _pbt_cards(index: int, s: _Study) -> list[str]:
+    """The PBT schedule and the best member's lineage (nothing for a study without PBT segments)."""
+    from hpsearch.views._lineage import pbt_segments
+
+    trials = s.study.get_trials(deepcopy=False)
+    segments = pbt_segments(trials)
+    if not segments:
+        return []
+    cards = []
+    for kind, title, hint in PBT_FIGURES:
+        try:
+            fig, why = (_schedule_figure if kind == "pbt-schedule" else _lineage_figure)(segments, trials, s)
+        except Exception as e:  # noqa: BLE001 - one figure that cannot be drawn must not lose the report
+            fig, why = None, one_line(f"cannot draw it: {e}")[:200]
+        body = _fig_html(fig, f"fig-{index}-{kind}") if fig is not None else f'<div class="empty">{_e(why)}</div>'
+        cards.append(
+            f'<section class="card" data-figure="{kind}"><h3>{_e(title)}</h3>'
+            f'<p class="hint">{_e(hint)}</p>{body}</section>'
+        )
+    return cards
+
+
+def _schedule_figure(segments: list[Any], trials: list[Any], s: _Study) -> tuple[Any | None, str]:
+    """One panel per mutable param: its value over steps, one line per member (log axis where log-scaled)."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    from hpsearch.views._lineage import chains, log_scaled, schedule_xy
+
+    present = {k for seg in segments for k in seg.params}
+    params = [p for p in (s.mutate if s.mutate is not None else sorted(present)) if p in present]
+    if not params:
+        return None, "the segments have no params"
+    logs = log_scaled(trials)
+    fig = make_subplots(rows=len(params), cols=1, shared_xaxes=True, vertical_spacing=0.08)
+    for row, name in enumerate(params, 1):
+        for member, chain in chains(segments).items():
+            xs, ys = schedule_xy(chain, name)
+            hover = [f"member {member} · #{seg.number} (g{seg.generation})" for seg in chain if name in seg.params]
+            hover = [h for h in hover for _ in (0, 1)]
+            color = _COLORS[member % len(_COLORS)]
+            trace = go.Scatter(
+                x=xs,
+                y=ys,
+                mode="lines+markers",
+                name=f"member {member}",
+                legendgroup=f"m{member}",
+                showlegend=row == 1,
+                line={"color": color, "width": 2},
+                marker={"size": 4},
+                hovertext=hover,
+                hovertemplate="%{hovertext}<br>step %{x}: %{y}<extra></extra>",
+            )
+            fig.add_trace(trace, row=row, col=1)
+        fig.update_yaxes(title_text=name, type="log" if name in logs else None, row=row, col=1)
+    fig.update_xaxes(title_text="step", row=len(params), col=1)
+    return _style(fig, 160 + 220 * len(params)).update_layout(legend={"y": -0.3 / len(params)}), ""
+
+
+def _lineage_figure(segments: list[Any], trials: list[Any], s: _Study) -> tuple[Any | None, str]:
+    """The best final segment's chain: its value over steps, a trace per segment, exploits annotated."""
+    import plotly.graph_objects as go
+
+    from hpsearch.views._lineage import best_final, lineage, segment_curve
+
+    best = best_final(segments, maximize=s.row.get("direction") == "maximize")
+    if best is None:
+        return None, "no complete segment yet"
+    chain = lineage(segments, best.number)
+    fig = go.Figure()
+    for i, seg in enumerate(chain):
+        before = chain[i - 1] if i else None
+        xs, ys = segment_curve(seg, before)
+        fig.add_trace(
+            go.Scatter(
+                x=xs,
+                y=ys,
+                mode="lines+markers",
+                name=f"member {seg.member} · #{seg.number}",
+                legendgroup=f"m{seg.member}",
+                line={"color": _COLORS[seg.member % len(_COLORS)], "width": 3},
+                marker={"size": 5},
+            )
+        )
+        if seg.donor is not None and before is not None and before.value is not None:
+            fig.add_annotation(
+                x=before.end_step,
+                y=before.value,
+                text=f"m{seg.member} copied m{seg.donor} (#{seg.parent})",
+                showarrow=True,
+                arrowhead=2,
+                ax=-30,
+                ay=-36,
+            )
+    fig.update_layout(xaxis_title="step", yaxis_title=s.row.get("metric") or "value")
+    return _style(fig).update_layout(legend={"y": -0.3}), ""
 
 
 _CSS = """
@@ -356,7 +471,9 @@ def write_report(
     loaded = []
     for path, row in zip(studies, rows, strict=False):  # rows drop repeated studies
         result = load_result(str(path), storage=storage)
-        loaded.append(_Study(result.study_name, result.study, row))
+        sch = result.config.scheduler if result.config is not None else None
+        mutate = sch.mutate if sch is not None and sch.name == "pbt" else None
+        loaded.append(_Study(result.study_name, result.study, row, mutate))
     out = Path(output) if output is not None else default_output([s.name for s in loaded])
     if out.is_dir():
         out = out / default_output([s.name for s in loaded]).name

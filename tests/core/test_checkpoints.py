@@ -142,8 +142,8 @@ def test_a_corrupt_checkpoint_means_a_fresh_start_with_the_reason_stored(tmp_pat
     wait_until("the trial held in epoch 3", (path.parent / "held").exists, proc)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.communicate()
-    state = path.parent / "hpsearch-checkpoints" / "ckpt" / "trial-00000" / "step-000000002" / "state.pkl"
-    state.write_bytes(b"not a pickle")
+    state = path.parent / "hpsearch-checkpoints" / "ckpt" / "trial-00000" / "step-000000002" / "state.json"
+    state.write_bytes(b"{not json")
     (path.parent / "release").write_text("")
     _run(path)
     second = _trials(path.parent)[1]
@@ -223,3 +223,28 @@ def test_ctrl_c_then_the_rerun_continues_after_the_epoch_that_finished(tmp_path)
     assert json.loads((path.parent / "started-1.json").read_text())["from"] == 3
     ref = _uninterrupted(tmp_path)
     assert (second.value, second.intermediate_values) == (ref.value, ref.intermediate_values)
+
+
+def test_object_checkpoints_round_trip_without_pickle(tmp_path):
+    import numpy as np
+    import torch
+
+    from hpsearch.checkpoints import TrialCheckpoints
+
+    store = CheckpointStore(str(tmp_path), "s")
+    state = {"epoch": 3, "w": np.arange(6.0).reshape(2, 3), "t": torch.ones(2, dtype=torch.bfloat16),
+             "pair": (1, "a"), "hist": [0.5, float("nan")], "n": np.int64(7)}
+    TrialCheckpoints(store, 0, {"x": 1}, None).save(state, 3)
+    folder = Path(store.step_dir(CheckpointRef(0, 3)))
+    assert sorted(p.name for p in folder.iterdir()) == sorted([MARKER, "arrays.npz", "state.json"])
+    got = TrialCheckpoints(store, 1, {"x": 1}, CheckpointRef(0, 3)).load()
+    assert got["epoch"] == 3 and got["pair"] == (1, "a") and got["n"] == 7
+    assert np.array_equal(got["w"], state["w"]) and got["t"].dtype == torch.float32
+    assert got["hist"][0] == 0.5 and got["hist"][1] != got["hist"][1]  # NaN survives
+    # What only pickle could store is refused when saved, with what to do instead.
+    with pytest.raises(TypeError, match=r"state\['f'\] is a builtin_function_or_method.*write a folder"):
+        TrialCheckpoints(store, 0, {"x": 1}, None).save({"f": len}, 4)
+    # Other params: refused (a fresh start), unless the caller allows it (PBT).
+    other = TrialCheckpoints(store, 2, {"x": 2}, CheckpointRef(0, 3))
+    assert other.load() is None and "other params" in (other.error or "")
+    assert TrialCheckpoints(store, 2, {"x": 2}, CheckpointRef(0, 3), same_params=False).load()["epoch"] == 3

@@ -17,7 +17,7 @@ import torch
 from hpsearch.checkpoints import CheckpointRef, CheckpointStore, TrialCheckpoints
 from hpsearch.trainers import RecordingChannel, TrialContext, TrialResources
 from hpsearch.trainers._image import ImageClassificationSettings, ImageClassificationTrainer
-from hpsearch.trainers.torch._checkpoint import EpochSampler
+from hpsearch.trainers.torch import EpochSampler
 from tests.text.test_text_resume import (
     assert_same_weights,
     check_resumed_equals_uninterrupted,
@@ -84,18 +84,25 @@ def _trainer(tmp_path: Path, **settings: Any) -> ImageClassificationTrainer:
 
 
 def _trial(
-    tmp_path: Path, store: CheckpointStore, number: int, resume: CheckpointRef | None = None, **settings: Any
+    tmp_path: Path,
+    store: CheckpointStore,
+    number: int,
+    resume: CheckpointRef | None = None,
+    params: dict[str, Any] | None = None,
+    **settings: Any,
 ) -> tuple[dict[str, float], TrialContext]:
+    params = params or {}
     ctx = TrialContext(
         trial_number=number,
-        params={},
+        params=params,
         resources=TrialResources(cpus=1),
         channel=RecordingChannel(),
         objective="accuracy",
         work_dir=tmp_path / "work",
-        checkpoints=TrialCheckpoints(store, number, {}, resume),
+        # Params may change on the way only as PBT does it (same_params off).
+        checkpoints=TrialCheckpoints(store, number, params, resume, same_params=False),
     )
-    return _trainer(tmp_path, **settings).run({}, ctx), ctx
+    return _trainer(tmp_path, **settings).run(params, ctx), ctx
 
 
 def _reports(ctx: TrialContext) -> list[tuple[int, float]]:
@@ -124,6 +131,22 @@ def test_resume_mid_epoch_with_report_every_steps_is_bitwise(tmp_path: Path) -> 
     assert_same_weights(_weights(store, 1, 16), _weights(store, 0, 16))
 
 
+def test_a_resume_with_changed_params_keeps_the_state_and_uses_the_new_learning_rate(tmp_path: Path) -> None:
+    # As a PBT segment that copies another member's checkpoint and explores its params.
+    store = CheckpointStore(str(tmp_path / "ckpt"), "s", keep=10)
+    settings = {"lr_schedule": "linear", "weight_decay": 0.01, "epochs": 3}
+    _, parent = _trial(tmp_path, store, 0, params={"lr": 1e-3}, **settings)
+    _, child = _trial(tmp_path, store, 1, CheckpointRef(0, 1), params={"lr": 4e-3, "weight_decay": 0.0}, **settings)
+    assert child.user_attrs["restored_checkpoint"] == {"step": 1, "optimizer_step": 8}
+    assert "checkpoint_error" not in child.user_attrs
+    assert [step for step, _ in _reports(child)] == [2, 3]
+    # The schedule goes on from step 8 of 24, from the new peak: 4e-3 * (1 - 16 / 24) at the report of step 2.
+    lrs = [round(record["lr"], 12) for record in child.user_attrs["curve"]]
+    assert lrs == [round(1e-3 * 16 / 24, 12), round(4e-3 * 8 / 24, 12), 0.0]
+    assert child.user_attrs["curve"][0] == parent.user_attrs["curve"][0]  # the parent's epoch 1
+    assert not torch.equal(_weights(store, 1, 3)["body.0.weight"], _weights(store, 0, 3)["body.0.weight"])
+
+
 def test_a_checkpoint_of_another_model_shape_means_a_fresh_start(tmp_path: Path) -> None:
     store = CheckpointStore(str(tmp_path / "ckpt"), "s", keep=10)
     _trial(tmp_path, store, 0, depth=2)
@@ -137,6 +160,15 @@ def test_a_checkpoint_of_another_model_shape_means_a_fresh_start(tmp_path: Path)
     want, fresh = _trial(tmp_path, store, 2, depth=3)
     assert _reports(ctx) == _reports(fresh) and got["val_loss"] == want["val_loss"]
     assert_same_weights(_weights(store, 1, 2), _weights(store, 2, 2))
+
+
+def test_a_checkpoint_of_a_run_with_other_epochs_means_a_fresh_start(tmp_path: Path) -> None:
+    # Same params, other trainer settings (the schedule spans 3 epochs, not 2): not the same run.
+    store = CheckpointStore(str(tmp_path / "ckpt"), "s")
+    _trial(tmp_path, store, 0, epochs=2)
+    _, ctx = _trial(tmp_path, store, 1, CheckpointRef(0, 2), epochs=3)
+    assert ctx.user_attrs["checkpoint_error"].endswith("it was written with epochs=2, this run has 3")
+    assert [step for step, _ in _reports(ctx)] == [1, 2, 3]
 
 
 def test_a_pickled_checkpoint_is_not_restored_into_a_torch_trainer(tmp_path: Path) -> None:

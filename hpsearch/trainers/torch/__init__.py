@@ -2,12 +2,14 @@
 
 ``_settings`` (shared tunables, objectives), ``_devices`` (seeds, devices,
 ranks), ``_optim`` (optimisers, schedules, loss), ``_eval`` (one evaluation
-pass), ``_loop`` (the training loop) and ``_classifier`` (the trainer base
-that text and image subclass with their data and model).
+pass), ``_loop`` (the training loop), ``_checkpoint`` (the loop's checkpoints
+and resume) and ``_classifier`` (the trainer base that text and image subclass
+with their data and model).
 """
 
 from __future__ import annotations
 
+from hpsearch.trainers.torch._checkpoint import RESTORED_ATTR, EpochSampler, LoopCheckpoints
 from hpsearch.trainers.torch._classifier import ClassifierRun, TorchClassifierTrainer
 from hpsearch.trainers.torch._devices import DistInfo, seed_everything, select_device
 from hpsearch.trainers.torch._eval import EvalResult, Forward, default_forward, evaluate
@@ -35,11 +37,14 @@ __all__ = [
     "ClassifierRun",
     "Collate",
     "DistInfo",
+    "EpochSampler",
     "EvalResult",
     "Forward",
+    "LoopCheckpoints",
     "LoopResult",
     "OBJECTIVES",
     "OPTIMIZERS",
+    "RESTORED_ATTR",
     "SCHEDULES",
     "TORCH_TUNABLES",
     "TorchClassifierTrainer",

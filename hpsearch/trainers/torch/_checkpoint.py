@@ -27,6 +27,7 @@ import math
 import os
 import random
 import tempfile
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -148,13 +149,10 @@ def rng_state(holders: Mapping[str, Any], device: torch.device) -> dict[str, Any
 
 
 def set_rng_state(state: Mapping[str, Any], holders: Mapping[str, Any], device: torch.device) -> None:
-    """Put back what :func:`rng_state` returned (each holder it named must still be there)."""
+    """Put back what :func:`rng_state` returned."""
     import numpy as np
     import torch
 
-    missing = sorted(set(state["holders"]) - {n for n, obj in holders.items() if _holder_state(obj) is not None})
-    if missing:
-        raise ValueError(f"the checkpoint has generator state for {missing}, which this run does not use")
     random.setstate(_tuples(state["python"]))
     kind, key, pos, has_gauss, gauss = state["numpy"]
     np.random.set_state((kind, np.asarray(key, dtype=np.uint32), pos, has_gauss, gauss))
@@ -162,7 +160,10 @@ def set_rng_state(state: Mapping[str, Any], holders: Mapping[str, Any], device: 
     if device.type == "cuda" and "cuda" in state:
         torch.cuda.set_rng_state(state["cuda"], device)
     for name, value in state["holders"].items():
-        _set_holder_state(holders[name], value)
+        # A part this run does not have (e.g. augmentation off after a PBT change) is skipped;
+        # one the checkpoint lacks keeps its seeded start.
+        if _holder_state(holders.get(name)) is not None:
+            _set_holder_state(holders[name], value)
 
 
 # ---------------------------------------------------------------- ranks
@@ -175,14 +176,20 @@ def _backend_device(device: torch.device) -> torch.device:
     return device if dist.get_backend() == "nccl" else torch.device("cpu")
 
 
-def gather_to_main(value: Any, *, active: bool) -> list[Any]:
+def gather_to_main(value: Any, device: torch.device, *, active: bool) -> list[Any]:
     """Every rank's ``value``, in rank order (a collective: every rank calls it)."""
     if not active:
         return [value]
+    import contextlib
+
+    import torch
     import torch.distributed as dist
 
     out: list[Any] = [None] * dist.get_world_size()
-    dist.all_gather_object(out, value)
+    # NCCL moves the pickled objects through the current CUDA device: make it this rank's.
+    on_device = torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
+    with on_device:
+        dist.all_gather_object(out, value)
     return out
 
 
@@ -229,29 +236,35 @@ class Snapshot:
     rng: dict[str, Any]
 
     @staticmethod
-    def read(folder: Path, rank: int) -> Snapshot:
-        """Load the files of ``folder`` (tensors and plain data only: ``weights_only``)."""
+    def read(folder: Path, rank: int, shape: Mapping[str, Any]) -> Snapshot:
+        """Load the files of ``folder`` (tensors and plain data only: ``weights_only``) for ``rank``.
+
+        Raises:
+            ValueError: the checkpoint was not written by a run of this ``shape``.
+        """
         import torch
 
         def load(name: str) -> Any:
             return torch.load(folder / name, map_location="cpu", weights_only=True)
 
+        loop = load(LOOP_FILE)
+        _check(loop, shape)
         return Snapshot(
             model=load(MODEL_FILE),
             optimizer=load(OPTIMIZER_FILE),
             scheduler=load(SCHEDULER_FILE),
-            loop=load(LOOP_FILE),
+            loop=loop,
             rng=load(rng_file(rank)),
         )
 
-    def check(self, shape: Mapping[str, Any]) -> None:
-        """Raise ValueError unless the checkpoint was written by a run of this ``shape``."""
-        if self.loop.get("format") != FORMAT:
-            raise ValueError(f"checkpoint format {self.loop.get('format')!r}, expected {FORMAT}")
-        written = self.loop.get("shape", {})
-        for key, value in shape.items():
-            if written.get(key) != value:
-                raise ValueError(f"it was written with {key}={written.get(key)!r}, this run has {value!r}")
+
+def _check(loop: Mapping[str, Any], shape: Mapping[str, Any]) -> None:
+    if loop.get("format") != FORMAT:
+        raise ValueError(f"checkpoint format {loop.get('format')!r}, expected {FORMAT}")
+    written = loop.get("shape", {})
+    for key, value in shape.items():
+        if written.get(key) != value:
+            raise ValueError(f"it was written with {key}={written.get(key)!r}, this run has {value!r}")
 
 
 # ---------------------------------------------------------------- the loop's side
@@ -272,6 +285,8 @@ class LoopCheckpoints:
         self.enabled = loop.ctx.checkpoints is not None
         #: The report step of the checkpoint restored (None: a fresh start).
         self.report_step: int | None = None
+        #: Seconds spent saving checkpoints.
+        self.seconds = 0.0
 
     def shape(self) -> dict[str, Any]:
         """What a checkpoint must have been written with to be restored into this run."""
@@ -289,8 +304,13 @@ class LoopCheckpoints:
         """Checkpoint the loop after the report at ``report_step`` (every rank calls it; rank 0 writes)."""
         if not self.enabled:
             return
+        t0 = time.perf_counter()
+        self._save(report_step)
+        self.seconds += time.perf_counter() - t0
+
+    def _save(self, report_step: int) -> None:
         loop = self.loop
-        rngs = gather_to_main(rng_state(loop.rng_holders, loop.device), active=loop.dist.active)
+        rngs = gather_to_main(rng_state(loop.rng_holders, loop.device), loop.device, active=loop.dist.active)
         if not loop.dist.is_main:
             return
         last = loop.last_eval
@@ -340,7 +360,7 @@ class LoopCheckpoints:
         try:
             if not isinstance(folder, (str, os.PathLike)):
                 raise TypeError(f"a {type(folder).__name__} object, not a torch trainer's checkpoint folder")
-            self._restore(Snapshot.read(Path(folder), self.loop.dist.rank))
+            self._restore(Snapshot.read(Path(folder), self.loop.dist.rank, self.shape()))
         except Exception as e:  # noqa: BLE001 - a checkpoint that does not fit means a fresh start
             self._fail(f"{type(e).__name__}: {e}")
             return False
@@ -350,10 +370,8 @@ class LoopCheckpoints:
         from hpsearch.trainers.torch._eval import EvalResult
 
         loop = self.loop
-        snap.check(self.shape())
         loop.model.load_state_dict(snap.model)
-        loop.optimizer.load_state_dict(snap.optimizer)
-        loop.scheduler.load_state_dict(snap.scheduler)
+        _load_optimizer(loop.optimizer, loop.scheduler, snap)
         set_rng_state(snap.rng, loop.rng_holders, loop.device)
         loop.step = loop.reported_step = int(snap.loop["step"])
         self.report_step = int(snap.loop["report_step"])
@@ -370,6 +388,25 @@ class LoopCheckpoints:
         message = one_line(f"{where}not restored, the trial starts fresh: {why}")[:500]
         log.warning("%s", message)
         self.loop.ctx.set_user_attr("checkpoint_error", message)
+
+
+def _load_optimizer(optimizer: Any, scheduler: Any, snap: Snapshot) -> None:
+    """The optimizer's state and the schedule's position from ``snap``, this run's hyperparameters.
+
+    The moments and the step count come from the checkpoint; the peak learning rate,
+    weight decay, momentum... stay this run's (they differ when a PBT segment continues
+    another member's checkpoint with changed params). The learning rate is recomputed
+    as the schedule does: ``base_lr * factor(step)``, the same float as an unbroken run's.
+    """
+    settings = [{k: v for k, v in g.items() if k not in ("params", "lr", "initial_lr")} for g in optimizer.param_groups]
+    base_lrs = list(scheduler.base_lrs)
+    optimizer.load_state_dict(snap.optimizer)
+    scheduler.load_state_dict(snap.scheduler)
+    scheduler.base_lrs = base_lrs
+    for group, own, base, factor in zip(optimizer.param_groups, settings, base_lrs, scheduler.lr_lambdas, strict=True):
+        group.update(own)
+        group["initial_lr"] = base
+        group["lr"] = base * factor(scheduler.last_epoch)
 
 
 @dataclasses.dataclass

@@ -74,6 +74,8 @@ class TorchClassifierTrainer(BaseTrainer, Generic[S]):
     """
 
     supports_workers = True
+    #: The shared loop checkpoints at each report and resumes (``_checkpoint``).
+    can_checkpoint = True
     #: The subclass's own searchable names, added to :data:`TORCH_TUNABLES`.
     task_tunables: ClassVar[frozenset[str]] = frozenset()
 

@@ -65,6 +65,8 @@ class LoopResult:
     device: str
     #: Seconds from the trial's start (``ctx.started``) to the end of its first optimizer step.
     time_to_first_step: float | None = None
+    #: Seconds spent writing checkpoints (not part of ``time_train``).
+    time_checkpoint: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -72,8 +74,9 @@ def loop_metrics(result: LoopResult, ctx: TrialContext) -> dict[str, float]:
     """The metrics a torch trainer returns from :func:`train_loop`'s result.
 
     Final validation metrics (and the objective under its own name, e.g.
-    ``loss``), ``train_loss``, ``epochs_run``, ``steps``, ``time_train`` and
-    ``time_to_first_step``; the trainer adds its own timings and test metrics.
+    ``loss``), ``train_loss``, ``epochs_run``, ``steps``, ``time_train``,
+    ``time_to_first_step`` and ``time_checkpoint`` (when checkpoints were saved);
+    the trainer adds its own timings and test metrics.
     """
     metrics: dict[str, float] = {
         k: result.metrics[k] for k in ("accuracy", "f1_macro", "val_loss", "train_loss") if k in result.metrics
@@ -85,6 +88,8 @@ def loop_metrics(result: LoopResult, ctx: TrialContext) -> dict[str, float]:
     metrics["time_train"] = result.time_train
     if result.time_to_first_step is not None:
         metrics["time_to_first_step"] = result.time_to_first_step
+    if result.time_checkpoint:
+        metrics["time_checkpoint"] = result.time_checkpoint
     return metrics
 
 
@@ -229,7 +234,7 @@ class _TrainLoop:
     # ------------------------------------------------------------ reports
 
     def _checkpoint(self, report_step: int) -> None:
-        """Evaluate and report on rank 0, then ask (every rank) whether to prune."""
+        """Evaluate and report on rank 0, ask (every rank) whether to stop, save a checkpoint, stop if told."""
         t0 = time.perf_counter()
         record: dict[str, float] = {
             "step": report_step,
@@ -245,10 +250,12 @@ class _TrainLoop:
         self.time_eval += time.perf_counter() - t0
         # Every rank asks: rank 0 gets the manager's decision and it is
         # broadcast inside should_prune(), so all ranks stop together.
-        if self.ctx.should_prune():
-            raise TrialPruned(f"pruned after step {report_step} ({record['epoch']} epochs)")
-        # After the decision, so the report this checkpoint follows is already stored.
+        stop = self.ctx.should_prune()
+        # After the decision (so the report it follows is stored) and before stopping (a
+        # PBT segment ends with a stop, and the next generation starts from this checkpoint).
         self.checkpoints.save(report_step)
+        if stop:
+            raise TrialPruned(f"pruned after step {report_step} ({record['epoch']} epochs)")
 
     def _evaluate_and_report(self, record: dict[str, float], report_step: int) -> None:
         self.last_eval = evaluate(
@@ -290,10 +297,11 @@ class _TrainLoop:
             confusion=self.last_eval.confusion if self.last_eval is not None else [],
             epochs_run=epochs_run,
             steps=self.step,
-            time_train=time.perf_counter() - self.started - self.time_eval,
+            time_train=time.perf_counter() - self.started - self.time_eval - self.checkpoints.seconds,
             time_eval=self.time_eval,
             device=str(self.device),
             time_to_first_step=self.first_step,
+            time_checkpoint=self.checkpoints.seconds,
         )
 
 
