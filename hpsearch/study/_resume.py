@@ -61,9 +61,12 @@ def resume_point(study: optuna.Study, store: CheckpointStore, trial: optuna.tria
     and ``resumed_from`` is set.
     """
     trials = study.get_trials(deepcopy=False)
-    source = _predecessor(trials, trials[trial.number])
+    by_number = {t.number: t for t in trials}
+    if trial.number not in by_number:  # not read back yet (e.g. a ghost's twin): nothing to resume
+        return None
+    source = _predecessor(trials, by_number[trial.number])
     seen: set[int] = set()
-    while source is not None and source not in seen and 0 <= source < len(trials):
+    while source is not None and source not in seen and source in by_number:
         seen.add(source)
         try:
             ref = store.latest(source)
@@ -71,10 +74,10 @@ def resume_point(study: optuna.Study, store: CheckpointStore, trial: optuna.tria
             log.warning("checkpoints of trial %d cannot be listed (%s); the re-run starts fresh", source, e)
             return None
         if ref is not None:
-            _carry_over(trial, trials[source], ref, store)
+            _carry_over(trial, by_number[source], ref, store)
             return ref
-        earlier = trials[source].user_attrs.get(RESUMED_ATTR)
-        source = int(earlier["trial"]) if isinstance(earlier, dict) else _predecessor(trials, trials[source])
+        earlier = by_number[source].user_attrs.get(RESUMED_ATTR)
+        source = int(earlier["trial"]) if isinstance(earlier, dict) else _predecessor(trials, by_number[source])
     return None
 
 
@@ -85,7 +88,9 @@ def start_point(study: optuna.Study, store: CheckpointStore | None, chosen: Tria
     ref = resume_point(study, store, chosen.trial)
     if ref is not None or chosen.parent is None:
         return ref
-    trials = study.get_trials(deepcopy=False)
+    by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
+    if chosen.parent not in by_number:
+        return None
     try:
         ref = store.latest(chosen.parent)
     except Exception as e:  # noqa: BLE001 - an unreachable store means a fresh start
@@ -94,7 +99,7 @@ def start_point(study: optuna.Study, store: CheckpointStore | None, chosen: Tria
         )
         return None
     if ref is not None:
-        _carry_over(chosen.trial, trials[chosen.parent], ref, store)
+        _carry_over(chosen.trial, by_number[chosen.parent], ref, store)
     return ref
 
 
@@ -160,11 +165,12 @@ class CheckpointCleanup(BaseCallback):
 
 def _chain(trials: list[FrozenTrial], start: int) -> set[int]:
     """``start`` and every trial it (transitively) resumed from or re-ran."""
+    by_number = {t.number: t for t in trials}
     out: set[int] = set()
     current: Any = start
-    while current is not None and current not in out and 0 <= current < len(trials):
+    while current is not None and current not in out and current in by_number:
         out.add(current)
-        t = trials[current]
+        t = by_number[current]
         earlier = t.user_attrs.get(RESUMED_ATTR)
         current = int(earlier["trial"]) if isinstance(earlier, dict) else _predecessor(trials, t)
     return out

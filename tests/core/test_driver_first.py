@@ -6,6 +6,7 @@ never starts one; a longer one starts Ray in the background and moves to it once
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import time
@@ -126,16 +127,18 @@ def test_trials_move_to_ray_once_it_is_up_and_the_driver_finishes_its_own(tmp_pa
 
 
 def test_only_light_cpu_trials_on_a_private_ray_go_to_the_driver(tmp_path):
-    from hpsearch.config import load_config
+    from hpsearch.config import RayConfig, load_config
     from hpsearch.study._jobs import study_executor
     from hpsearch.study._prepare import prepare
 
-    def executor_for(extra: str) -> object:
+    def executor_for(extra: str, **update: object) -> object:
         path = tmp_path / "s.yaml"
         path.write_text(STUDY.format(db=tmp_path / "h.db", extra=extra))
-        return study_executor(prepare(load_config(path)))
+        prepared = prepare(load_config(path))
+        # A cluster address is set after prepare(), which would try to reach it.
+        return study_executor(dataclasses.replace(prepared, config=prepared.config.model_copy(update=update)))
 
     assert isinstance(executor_for(""), DriverFirst)
     assert isinstance(executor_for("ray: {driver_first_s: 0}"), RayExecutor)
     assert isinstance(executor_for("resources: {cpus: 1, gpus: 0.5}"), RayExecutor)
-    assert isinstance(executor_for("ray: {address: '127.0.0.1:1'}"), RayExecutor)
+    assert isinstance(executor_for("", ray=RayConfig(address="127.0.0.1:1")), RayExecutor)
