@@ -18,6 +18,7 @@ from hpsearch.config._schema import (
     SchedulerConfig,
     StudyConfig,
     TrainerConfig,
+    WarmStartConfig,
 )
 
 __all__ = [
@@ -35,6 +36,7 @@ __all__ = [
     "SchedulerConfig",
     "StudyConfig",
     "TrainerConfig",
+    "WarmStartConfig",
     "format_validation",
     "load_config",
 ]

@@ -32,6 +32,7 @@ __all__ = [
     "SamplerConfig",
     "StudyConfig",
     "TrainerConfig",
+    "WarmStartConfig",
 ]
 
 _NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$"
@@ -66,6 +67,15 @@ class SamplerConfig(_Model):
     name: str = "tpe"
     seed: Int | None = 0
     options: dict[str, Any] = Field(default_factory=dict)
+    #: On a finite space, never run a point twice: a point already finished (or running)
+    #: is drawn again, and the study ends once every point has run. Default: on for
+    #: ``random`` and ``tpe``, off for the others (``grid`` never repeats a point).
+    dedupe: bool | None = None
+
+    @field_validator("dedupe")
+    @classmethod
+    def _dedupe_default(cls, v: bool | None, info: Any) -> bool:
+        return info.data.get("name") in ("random", "tpe") if v is None else v
 
 
 class PrunerConfig(_Model):
@@ -210,6 +220,29 @@ class TrainerConfig(BaseModel):
     kind: str
 
 
+class WarmStartConfig(_Model):
+    """An earlier study whose COMPLETE trials are copied into this one as history (``warm_start:``).
+
+    ``from``: its study file (relative to this file); or ``study`` (a name) with ``storage``
+    (default: this study's storage). ``top``: copy only its N best trials (default: all).
+    """
+
+    model_config = ConfigDict(extra="forbid", validate_default=True, serialize_by_alias=True)
+
+    from_: str | None = Field(default=None, alias="from")
+    storage: str | None = None
+    study: str | None = Field(default=None, pattern=_NAME_RE)
+    top: Int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> WarmStartConfig:
+        if self.from_ is not None and (self.study is not None or self.storage is not None):
+            raise ValueError("give `from` (a study file) or `study` (with `storage`), not both")
+        if self.from_ is None and self.study is None:
+            raise ValueError("name the earlier study: `from: other_study.yaml`, or `study: NAME` (and `storage: URL`)")
+        return self
+
+
 class StudyConfig(_Model):
     """A whole study file."""
 
@@ -236,6 +269,10 @@ class StudyConfig(_Model):
     checkpoints: CheckpointsConfig = Field(default_factory=CheckpointsConfig)
     #: Study files of baselines this study is compared with (relative to this file).
     compare_with: list[str] = Field(default_factory=list)
+    #: Points (one value per search_space param) run first, in order; enqueued once per study.
+    enqueue: list[dict[str, Any]] = Field(default_factory=list)
+    #: Copy an earlier study's finished trials in as history before the first trial.
+    warm_start: WarmStartConfig | None = None
 
     #: Where the study file lives; relative paths in it resolve from here.
     source: Path | None = Field(default=None, exclude=True)

@@ -9,6 +9,7 @@ from hpsearch.search._algorithms import (
     make_pruner,
     make_sampler,
 )
+from hpsearch.search._dedupe import FiniteSpace, draw
 from hpsearch.search._grid import (
     RETRY_ATTR,
     grid_sampler_class,
@@ -24,11 +25,13 @@ from hpsearch.search._space import (
 )
 
 __all__ = [
+    "FiniteSpace",
     "MAX_GRID_POINTS",
     "PRUNERS",
     "RETRY_ATTR",
     "SAMPLERS",
     "SamplerFactory",
+    "draw",
     "grid_points",
     "grid_sampler_class",
     "grid_size",

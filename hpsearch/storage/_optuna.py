@@ -102,6 +102,17 @@ def overwrite_intermediate_value(study: optuna.Study, trial: optuna.trial.Trial,
     storage_of(study).set_trial_intermediate_value(trial_id(trial), step, value)
 
 
+def sampler_view(study: optuna.Study, trial: FrozenTrial) -> optuna.Study:
+    """The study as the sampler sees it for ``trial``: with Hyperband, only the trial's bracket.
+
+    Why private: ``optuna.Trial`` calls ``pruners._filter_study`` before it asks the
+    sampler; drawing params without a ``Trial`` (the dedupe redraws) must do the same.
+    """
+    from optuna import pruners
+
+    return pruners._filter_study(study, trial)
+
+
 def set_trial_user_attr(study: optuna.Study, trial: FrozenTrial, key: str, value: Any) -> None:
     """Write a user attribute of a trial we hold only as a ``FrozenTrial``.
 

@@ -12,6 +12,7 @@ from hpsearch.errors import ConfigError, HpsearchError
 from hpsearch.storage._urls import open_storage
 from hpsearch.study._prepare import Prepared, resolved_config_yaml
 from hpsearch.study._recovery import DRIVER_ATTR
+from hpsearch.study._warm import check_seeds, load_source, seed_study
 
 if TYPE_CHECKING:
     import optuna
@@ -22,37 +23,24 @@ __all__ = ["check_compatible", "name_objective", "open_study"]
 
 
 def open_study(prepared: Prepared, driver: str) -> optuna.Study:
-    """Create or load the study, refusing one run with another direction or search space."""
-    import optuna
-    import sqlalchemy.exc
+    """Create or load the study, refusing one run with another direction or search space.
 
+    ``enqueue`` points and the ``warm_start`` study are checked before the storage is
+    opened, and written (once per study) after the study is known to match the file.
+    """
     from hpsearch.storage._mirror import MirroredStorage, storage_retry_s
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     cfg = prepared.config
     retry_s = storage_retry_s()  # a bad $HPSEARCH_STORAGE_RETRY_S is refused before the database is opened
+    check_seeds(prepared)
+    source = load_source(prepared)  # read-only, before this study's storage is created
     # Trials are stamped with this driver in the transaction that creates them, so a
     # trial created twice after a lost connection is recognised (see GhostWatch).
     storage = MirroredStorage(
         open_storage(prepared.storage_url), retry_s=retry_s, trial_system_attrs={DRIVER_ATTR: driver}
     )
+    study = _create_or_load(prepared, storage)
     direction = cfg.objective.direction
-    for attempt in range(5):
-        try:
-            study = optuna.create_study(
-                study_name=cfg.name,
-                storage=storage,
-                sampler=prepared.sampler,
-                pruner=prepared.pruner,
-                direction=direction,
-                load_if_exists=True,
-            )
-            break
-        except sqlalchemy.exc.IntegrityError:
-            # Another driver created it at the same moment: load it.
-            time.sleep(0.1 * (attempt + 1))
-    else:  # pragma: no cover - five collisions in a row
-        raise HpsearchError(f"{prepared.file}: name: could not create or load study {cfg.name!r}")
     if study.direction.name.lower() != direction:
         raise ConfigError(
             f"{prepared.file}: objective.direction: study {cfg.name!r} in storage was created "
@@ -60,7 +48,33 @@ def open_study(prepared: Prepared, driver: str) -> optuna.Study:
         )
     name_objective(study, cfg.objective.metric)
     check_compatible(study, cfg, prepared.file)
+    seed_study(study, prepared, source, driver)
     return study
+
+
+def _create_or_load(prepared: Prepared, storage: optuna.storages.BaseStorage) -> optuna.Study:
+    """The study named in the file: created, or loaded when it exists (or another driver just created it)."""
+    import optuna
+    import sqlalchemy.exc
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    cfg = prepared.config
+    for attempt in range(5):
+        try:
+            return optuna.create_study(
+                study_name=cfg.name,
+                storage=storage,
+                sampler=prepared.sampler,
+                pruner=prepared.pruner,
+                direction=cfg.objective.direction,
+                load_if_exists=True,
+            )
+        except sqlalchemy.exc.IntegrityError:
+            # Another driver created it at the same moment: load it.
+            time.sleep(0.1 * (attempt + 1))
+    raise HpsearchError(  # pragma: no cover - five collisions in a row
+        f"{prepared.file}: name: could not create or load study {cfg.name!r}"
+    )
 
 
 def check_compatible(study: optuna.Study, config: StudyConfig, file: str) -> None:
@@ -71,7 +85,8 @@ def check_compatible(study: optuna.Study, config: StudyConfig, file: str) -> Non
     if stored is not None and stored != space and study.get_trials(deepcopy=False):
         raise ConfigError(
             f"{file}: search_space: differs from the one study "
-            f"{config.name!r} was run with; rename the study (name:) to start a new one"
+            f"{config.name!r} was run with; rename the study (name:) to start a new one, and add "
+            f"`warm_start: {{study: {config.name}}}` to copy this one's trials into it as history"
         )
     updates = {
         "hpsearch.search_space": space,

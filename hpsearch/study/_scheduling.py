@@ -5,22 +5,48 @@ slot, and tells it when a trial ends. Today's behaviour is two schedulers:
 
 * :class:`SamplerScheduler`: Optuna's ``ask`` (which serves queued retries, with
   their fixed params, before sampling), up to the study's target, and no
-  further once a grid is exhausted;
+  further once a grid is exhausted (or, with ``sampler.dedupe``, a finite space);
 * :class:`ImportScheduler`: one job that runs a whole search (trainers with
   ``imports_trials``), its records imported when it ends.
 
 A population-based scheduler or a warm-start queue is one more subclass of
 :class:`BaseScheduler`.
+
+No point run twice (``sampler.dedupe``, after Syne Tune's ``allow_duplicates=False``;
+:class:`Dedupe`). On a finite space (every parameter categorical, an int range, or a
+float range with a ``step``) a sampled point that is COMPLETE, PRUNED or RUNNING in
+this study is not run again. A FAILed point is not "seen": it may be sampled again
+(``max_failures`` bounds a point that always fails), and queued retries (a worker
+that died, an orphan, an interrupted trial: ``enqueue_trial`` with fixed params) are
+served by a plain ``ask`` before any draw and are never deduped. Warm-start history
+is not this study's runs and does not count either.
+
+How a draw is rejected without a trial row that looks like a run: Optuna's samplers
+need a real trial (``before_trial``, and some write the trial's system attributes
+while sampling), so the scheduler first counts the distinct points seen and, when
+they cover the space, creates nothing and says "search space exhausted after N
+distinct points" (once per run; the run ends normally). Otherwise it asks for a
+trial *without* distributions (a RUNNING row with no params), lets the sampler
+propose up to :data:`MAX_REDRAWS` points in memory (:func:`hpsearch.search.draw`,
+what ``optuna.Trial`` does, minus the write), and writes the params of the first
+unseen one. When the sampler keeps proposing seen points, an unseen point is picked
+uniformly at random (as Syne Tune falls back to a random configuration): one
+exists, since the space is not covered. Every asked trial thus runs; a rejected
+draw leaves nothing in storage. The trial records ``hpsearch:dedupe`` (true),
+``hpsearch:redraws`` (rejected draws) and, for the fallback, ``hpsearch:dedupe_fallback``
+as system attributes.
 """
 
 from __future__ import annotations
 
 import abc
+import logging
 import math
+import random
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from hpsearch.search import grid_size
+from hpsearch.search import FiniteSpace, draw, grid_size
 from hpsearch.storage import _optuna as ox
 from hpsearch.study._recovery import DRIVER_ATTR
 
@@ -29,10 +55,25 @@ if TYPE_CHECKING:
 
     from hpsearch.study._prepare import Prepared
 
-__all__ = ["BaseScheduler", "ImportScheduler", "SamplerScheduler", "TrialToRun", "make_scheduler"]
+__all__ = [
+    "MAX_REDRAWS",
+    "WARM_START_ATTR",
+    "BaseScheduler",
+    "Dedupe",
+    "ImportScheduler",
+    "SamplerScheduler",
+    "TrialToRun",
+    "finished_and_running",
+    "make_scheduler",
+]
 
 #: The job number of a whole-search import (it is no trial of the study).
 IMPORT_NUMBER = -1
+
+#: With ``sampler.dedupe``: draws the sampler gets for one trial before an unseen point is picked at random.
+MAX_REDRAWS = 100
+
+log = logging.getLogger("hpsearch.study")
 
 
 @dataclass
@@ -79,17 +120,88 @@ class BaseScheduler(abc.ABC):
         """Trial ``number`` was told its final state."""
 
 
+#: User attribute of a trial copied from an earlier study as history (warm start): it informs
+#: the sampler but is not one of this study's trials for ``n_trials``.
+WARM_START_ATTR = "warm_start_from"
+
+
 def finished_and_running(study: optuna.Study) -> tuple[int, int]:
-    """(COMPLETE + PRUNED, RUNNING) trials of the study."""
+    """(COMPLETE + PRUNED, RUNNING) trials of the study, warm-start history left out."""
     from optuna.trial import TrialState
 
     done = active = 0
     for t in study.get_trials(deepcopy=False):
+        if WARM_START_ATTR in t.user_attrs:
+            continue
         if t.state in (TrialState.COMPLETE, TrialState.PRUNED):
             done += 1
         elif t.state == TrialState.RUNNING:
             active += 1
     return done, active
+
+
+class Dedupe:
+    """``sampler.dedupe`` on a finite space: asks for trials whose point this study has not run.
+
+    Args:
+        space: The study's finite search space.
+        seed: Seeds the random fallback (with the trial's number), so a seeded study repeats.
+        name: The study's name, for the message.
+    """
+
+    def __init__(self, space: FiniteSpace, seed: int | None, name: str) -> None:
+        self.space = space
+        self.seed = seed
+        self.name = name
+        self._said = False
+
+    def seen(self, study: optuna.Study) -> set[tuple[int, ...]]:
+        """The points of this study's COMPLETE, PRUNED and RUNNING trials (warm-start history left out)."""
+        from optuna.trial import TrialState
+
+        states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+        trials = study.get_trials(deepcopy=False, states=states)
+        keys = (self.space.key(t.params) for t in trials if WARM_START_ATTR not in t.user_attrs)
+        return {k for k in keys if k is not None}
+
+    def exhausted(self, study: optuna.Study) -> bool:
+        """Whether every point has run or is running (said once per run); queued retries still run."""
+        from optuna.trial import TrialState
+
+        if study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+            return False
+        n = len(self.seen(study))
+        if n < self.space.size:
+            return False
+        if not self._said:
+            self._said = True
+            log.warning("%s: search space exhausted after %d distinct points", self.name, n)
+        return True
+
+    def ask(self, study: optuna.Study) -> optuna.trial.Trial:
+        """A new trial with an unseen point (the caller checked :meth:`exhausted`); rejected draws write nothing."""
+        import optuna
+
+        seen = self.seen(study)
+        trial = study.ask()  # a RUNNING row, no params yet
+        frozen = ox.storage_of(study).get_trial(ox.trial_id(trial))
+        params, redraws = None, 0
+        while params is None and redraws < MAX_REDRAWS:
+            proposed = draw(study, frozen, self.space.distributions)
+            if self.space.key(proposed) in seen:
+                redraws += 1
+            else:
+                params = proposed
+        if params is None:  # the sampler keeps proposing seen points: any unseen one
+            params = self.space.unseen(seen, random.Random(f"{self.seed}:{trial.number}"))
+            assert params is not None, "exhausted() is checked before ask()"
+            ox.set_trial_system_attr(study, trial, "hpsearch:dedupe_fallback", True)
+        storage = ox.storage_of(study)
+        for name, dist in self.space.distributions.items():
+            storage.set_trial_param(ox.trial_id(trial), name, dist.to_internal_repr(params[name]), dist)
+        ox.set_trial_system_attr(study, trial, "hpsearch:dedupe", True)
+        ox.set_trial_system_attr(study, trial, "hpsearch:redraws", redraws)
+        return optuna.trial.Trial(study, ox.trial_id(trial))  # re-read: the params as stored
 
 
 def _target(study: optuna.Study, prepared: Prepared, more: int | None) -> float:
@@ -120,6 +232,9 @@ class SamplerScheduler(BaseScheduler):
         self.more = more
         self.driver = driver
         self._target: float = math.inf
+        cfg = prepared.config
+        space = FiniteSpace.of(prepared.distributions) if cfg.sampler.dedupe and not self._grid else None
+        self.dedupe = None if space is None else Dedupe(space, cfg.sampler.seed, cfg.name)
 
     @property
     def _grid(self) -> bool:
@@ -127,20 +242,29 @@ class SamplerScheduler(BaseScheduler):
 
     def start(self, study: optuna.Study) -> int | None:
         self._target = _target(study, self.prepared, self.more)
-        return None if self._target == math.inf else int(self._target)
+        # The total shown (and "finished" in the status): a deduped finite space has no more points.
+        total = self._target if self.dedupe is None else min(self._target, self.dedupe.space.size)
+        return None if total == math.inf else int(total)
 
     def wants_more(self, study: optuna.Study) -> bool:
         if self._grid and self.prepared.sampler.is_exhausted(study):
             return False
         done, active = finished_and_running(study)
-        return done + active < self._target
+        if done + active >= self._target:
+            return False
+        return self.dedupe is None or not self.dedupe.exhausted(study)
 
     def next_trial(self, study: optuna.Study) -> TrialToRun | None:
+        from optuna.trial import TrialState
+
         if not self.wants_more(study):
             return None
         # The new trial's params and attributes commit together, before the job leaves.
         with ox.batch(study):
-            trial = study.ask(self.prepared.distributions)
+            if self.dedupe is not None and not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+                trial = self.dedupe.ask(study)
+            else:  # queued retries (fixed params) come first and are never deduped
+                trial = study.ask(self.prepared.distributions)
             if ox.trial_system_attrs(study, trial).get(DRIVER_ATTR) != self.driver:  # queued: claim it
                 ox.set_trial_system_attr(study, trial, DRIVER_ATTR, self.driver)
         attempt = int(trial.user_attrs.get("hpsearch.attempt", 1))

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from hpsearch.study._scheduling import WARM_START_ATTR
+
 if TYPE_CHECKING:
     import optuna
 
@@ -60,13 +62,19 @@ class StatusTracker:
         self.best: float | None = None
 
     def refresh(self, study: optuna.Study) -> None:
-        """Count the study's trials again (all drivers' trials: the storage is the truth)."""
+        """Count the study's trials again (all drivers' trials: the storage is the truth).
+
+        Warm-start history (trials copied from an earlier study) is left out: the counts
+        and the best value are this study's own.
+        """
         from optuna.trial import TrialState
 
         done = pruned = 0
         best = None
         sign = 1 if self.maximize else -1
         for t in study.get_trials(deepcopy=False):
+            if WARM_START_ATTR in t.user_attrs:
+                continue
             if t.state == TrialState.COMPLETE:
                 done += 1
                 if t.value is not None and (best is None or sign * t.value > sign * best):

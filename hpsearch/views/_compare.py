@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 from hpsearch.errors import ConfigError, StorageError, one_line
 from hpsearch.storage import check_storage, mask_url, readonly_engine
+from hpsearch.study._scheduling import WARM_START_ATTR
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -222,14 +223,23 @@ def _trial_rows(
     import sqlalchemy
     from sqlalchemy import and_, select
 
-    tr = t["trials"]
+    tr, ua = t["trials"], t["trial_attrs"]
+    copied = {  # warm-start history copied from another study: not this study's trials
+        tid
+        for (tid,) in con.execute(
+            select(ua.c.trial_id)
+            .select_from(ua.join(tr, tr.c.trial_id == ua.c.trial_id))
+            .where(and_(tr.c.study_id.in_(ids), ua.c.key == WARM_START_ATTR))
+        )
+    }
     trials: dict[int, list[_Trial]] = {sid: [] for sid in ids}
     for tid, number, sid, state, start, end in con.execute(
         select(
             tr.c.trial_id, tr.c.number, tr.c.study_id, tr.c.state, tr.c.datetime_start, tr.c.datetime_complete
         ).where(tr.c.study_id.in_(ids))
     ):
-        trials[sid].append((tid, number, str(state), start, end))
+        if tid not in copied:
+            trials[sid].append((tid, number, str(state), start, end))
     v = t["values"]
     complete = sqlalchemy.cast(tr.c.state, sqlalchemy.String) == "COMPLETE"
     values: dict[int, tuple[float, str]] = {}

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from hpsearch.errors import one_line
 from hpsearch.study._callbacks import BaseCallback
+from hpsearch.study._scheduling import WARM_START_ATTR
 from hpsearch.study._status import StudyStatus
 from hpsearch.views._format import duration as _duration
 from hpsearch.views._format import fmt as _fmt
@@ -83,6 +84,8 @@ def summarise(trials: list[optuna.trial.FrozenTrial], maximize: bool) -> _Summar
     s = _Summary()
     finished = []
     for t in trials:
+        if WARM_START_ATTR in t.user_attrs:  # history copied from another study
+            continue
         if t.state == TrialState.COMPLETE:
             s.complete += 1
             s.done += 1

@@ -44,15 +44,22 @@ class StudyResult:
             ) from None
 
     def _complete(self) -> list[optuna.trial.FrozenTrial]:
+        """The study's own COMPLETE trials (warm-start history copied from another study left out)."""
         from optuna.trial import TrialState
 
-        return self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        from hpsearch.study._scheduling import WARM_START_ATTR
+
+        trials = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        return [t for t in trials if WARM_START_ATTR not in t.user_attrs and t.value is not None]
 
     @property
     def best_trial(self) -> optuna.trial.FrozenTrial:
-        if not self._complete():
+        """The best of the study's own COMPLETE trials (never a warm-start copy); the first one on a tie."""
+        own = self._complete()
+        if not own:
             raise StorageError(f"study {self.study_name!r} has no COMPLETE trial yet")
-        return self.study.best_trial
+        sign = -1 if self.study.direction.name == "MAXIMIZE" else 1
+        return min(own, key=lambda t: (sign * t.value, t.number))  # type: ignore[operator]
 
     @property
     def best_params(self) -> dict[str, Any]:

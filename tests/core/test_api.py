@@ -105,7 +105,7 @@ def test_local_executor_prunes(write_study):
     text = """
 name: lprune
 objective: {metric: score, direction: maximize}
-sampler: {name: random, seed: 1}
+sampler: {name: random, seed: 1, dedupe: false}  # 14 trials on 2 points: repeats wanted
 pruner: {name: median, options: {n_startup_trials: 3, n_warmup_steps: 1}}
 n_trials: 14
 executor: local

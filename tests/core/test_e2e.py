@@ -95,7 +95,7 @@ def test_grid_runs_each_point_once(write_study, tmp_path):
 PRUNE = """
 name: prune
 objective: {metric: score, direction: maximize}
-sampler: {name: random, seed: 1}
+sampler: {name: random, seed: 1, dedupe: false}  # 14 trials on 2 points: repeats wanted
 pruner: {name: median, options: {n_startup_trials: 3, n_warmup_steps: 1}}
 n_trials: 14
 max_concurrent_trials: 1
