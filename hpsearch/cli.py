@@ -320,6 +320,22 @@ def version() -> None:
     typer.echo(__version__)
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        version()
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    show_version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    """Hyperparameter search for fine-tunes: one YAML study, Optuna + Ray, one SQL store."""
+
+
 def main() -> None:
     try:
         app()

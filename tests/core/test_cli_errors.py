@@ -89,3 +89,11 @@ def test_conflicting_flags(write_study, tmp_path):
     path = write_study(GOOD, **{"obj.py": OBJECTIVES})
     res = run_cli("run", path, "--n-trials", "3", "--more", "2", cwd=tmp_path)
     assert res.returncode == 2 and "--more" in res.stderr
+
+
+def test_version_flag_and_command_print_the_package_version():
+    from hpsearch._version import __version__
+
+    for args in (["--version"], ["version"]):
+        res = run_cli(*args)
+        assert res.returncode == 0 and res.stdout.strip() == __version__, (args, res.stdout, res.stderr)
