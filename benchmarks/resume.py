@@ -6,13 +6,16 @@ Each time the driver's whole process group is killed (SIGKILL) ``--kills`` times
 random points while a trial runs (the same seeded points for both), then the study is
 re-run to its end. From the stored trials it reports:
 
-* total compute: the summed wall time of every trial, the killed ones included
-  (``datetime_complete`` or, for a killed one, its last stored report);
+* what it cost: the wall time of every ``hpsearch run`` (the killed ones included, start-up
+  and checkpoint writes too), and the summed durations of the COMPLETE trials (a resumed
+  trial counts only its own part);
 * the work lost per interruption: the epochs the killed trial had stored that its
   re-run did again (its last stored epoch less the step its re-run resumed from).
 
-The study (default: ``digits-cnn`` from studies/digits_cnn.yaml cut to 3 trials of 4
-epochs on the local executor, no pruner) is rewritten into a temp folder. Usage::
+The study (``digits-cnn`` from studies/digits_cnn.yaml cut to 3 trials of 4 epochs,
+batch 16, on the local executor, no pruner) is rewritten into a temp folder. Each kill
+lands 20 to 80% into an epoch of a running trial (an uninterrupted trial first measures
+the epoch time). Usage::
 
     .venv/bin/python benchmarks/resume.py [--kills 3] [--trials 3] [--epochs 4] [--write-readme]
 """
@@ -29,6 +32,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -42,6 +46,7 @@ def _study(folder: Path, trials: int, epochs: int, checkpoints: bool) -> Path:
     cfg.update(n_trials=trials, executor="local", max_concurrent_trials=1, pruner={"name": "none"})
     cfg["sampler"] = {"name": "random", "seed": 0}
     cfg["trainer"]["epochs"] = epochs
+    cfg["trainer"]["batch_size"] = 16  # more steps per epoch: an epoch long enough to land a kill inside
     if not checkpoints:
         cfg["checkpoints"] = {"enabled": False}
     path = folder / "study.yaml"
@@ -62,9 +67,21 @@ def _reports(db: Path) -> int:
         return 0
 
 
-def _run(path: Path, kill_after_reports: int | None) -> bool:
-    """Run the study; with ``kill_after_reports``, SIGKILL its process group once that many
-    intermediate values are stored (plus a random part of an epoch). True if it was killed."""
+#: Wall seconds of every `hpsearch run` of the current measurement, killed ones included.
+WALL: list[float] = []
+
+
+def _run(path: Path, kill_after_reports: int | None, delay: float = 0.0) -> bool:
+    """Run the study; with ``kill_after_reports``, SIGKILL its process group ``delay`` s after
+    that many intermediate values are stored (inside the next epoch). True if it was killed."""
+    t0 = time.monotonic()
+    try:
+        return _run_once(path, kill_after_reports, delay)
+    finally:
+        WALL.append(time.monotonic() - t0)
+
+
+def _run_once(path: Path, kill_after_reports: int | None, delay: float) -> bool:
     proc = subprocess.Popen([sys.executable, "-m", "hpsearch", "run", str(path), "-q"], cwd=path.parent,
                             start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     if kill_after_reports is None:
@@ -74,7 +91,7 @@ def _run(path: Path, kill_after_reports: int | None) -> bool:
         return False
     while proc.poll() is None and _reports(path.parent / "hpsearch.db") < kill_after_reports:
         time.sleep(0.05)
-    time.sleep(random.uniform(0.0, 1.0))
+    time.sleep(delay)
     if proc.poll() is not None:
         return False
     os.killpg(proc.pid, signal.SIGKILL)
@@ -82,16 +99,30 @@ def _run(path: Path, kill_after_reports: int | None) -> bool:
     return True
 
 
-def measure(folder: Path, trials: int, epochs: int, kill_points: list[int], checkpoints: bool) -> dict:
+def epoch_seconds(folder: Path, epochs: int) -> float:
+    """The median seconds per epoch of one uninterrupted trial (to aim the kills inside an epoch)."""
+    import optuna
+
+    path = _study(folder, 1, epochs, True)
+    _run(path, None)
+    (t,) = optuna.load_study(study_name="digits-cnn", storage=f"sqlite:///{folder / 'hpsearch.db'}").trials
+    return _seconds(t) / epochs
+
+
+def measure(
+    folder: Path, trials: int, epochs: int, kills: list[tuple[int, float]], checkpoints: bool
+) -> dict[str, Any]:
     import optuna
 
     path = _study(folder, trials, epochs, checkpoints)
-    kills = sum(_run(path, point) for point in kill_points)
+    WALL.clear()
+    kills_done = sum(_run(path, point, delay) for point, delay in kills)
     _run(path, None)
+    wall = sum(WALL)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.load_study(study_name="digits-cnn", storage=f"sqlite:///{folder / 'hpsearch.db'}")
     ts = study.get_trials(deepcopy=False)
-    compute = sum(_seconds(t) for t in ts)
+    compute = sum(_seconds(t) for t in ts if t.state.name == "COMPLETE")
     lost, epoch_s = [], []
     for t in ts:
         source = t.user_attrs.get("hpsearch.retry_of")
@@ -104,8 +135,11 @@ def measure(folder: Path, trials: int, epochs: int, kill_points: list[int], chec
         if t.state.name == "COMPLETE" and "resumed_from" not in t.user_attrs:
             epoch_s.append(_seconds(t) / epochs)
     best = study.best_value
-    return {"kills": kills, "compute_s": compute, "lost": lost, "epoch_s": statistics.median(epoch_s or [0.0]),
-            "best": best, "complete": sum(t.state.name == "COMPLETE" for t in ts)}
+    return {
+        "kills": kills_done, "wall_s": wall, "compute_s": compute, "lost": lost,
+        "epoch_s": statistics.median(epoch_s or [0.0]), "best": best,
+        "complete": sum(t.state.name == "COMPLETE" for t in ts),
+    }
 
 
 def _seconds(t: object) -> float:
@@ -124,27 +158,32 @@ def main() -> None:
     args = ap.parse_args()
     rng = random.Random(args.seed)
     total = args.trials * args.epochs
-    # Kill points: after k stored epochs (k spread over the study), the same for both modes.
-    points = sorted(rng.sample(range(1, total), min(args.kills, total - 1)))
+    with tempfile.TemporaryDirectory(prefix="hps-resume-cal-") as d:
+        epoch_s = epoch_seconds(Path(d), args.epochs)
+    # Kill points: after k stored epochs, where k is not a trial's last (so a trial is still
+    # running), then 20 to 80% into the next epoch; the same points for both modes.
+    inside = [k for k in range(1, total) if k % args.epochs]
+    points = sorted(rng.sample(inside, min(args.kills, len(inside))))
+    kills = [(k, rng.uniform(0.2, 0.8) * epoch_s) for k in points]
     rows = []
     for checkpoints in (True, False):
-        random.seed(args.seed)  # the same fraction-of-an-epoch delays
         with tempfile.TemporaryDirectory(prefix="hps-resume-") as d:
-            r = measure(Path(d), args.trials, args.epochs, points, checkpoints)
+            r = measure(Path(d), args.trials, args.epochs, kills, checkpoints)
         lost = r["lost"]
         rows.append(
-            f"| {'on (default)' if checkpoints else 'off'} | {r['kills']} | {r['compute_s']:.1f} | "
+            f"| {'on (default)' if checkpoints else 'off'} | {r['kills']} | {r['wall_s']:.1f} | {r['compute_s']:.1f} | "
             f"{', '.join(map(str, lost)) or '-'} | {max(lost, default=0)} | "
             f"{sum(lost) * r['epoch_s']:.1f} | {r['complete']} | {r['best']:.4f} |"
         )
     block = "\n".join([
         f"Command: `python benchmarks/resume.py {' '.join(sys.argv[1:])}` ({time.strftime('%Y-%m-%d')}); "
         f"{args.trials} trials × {args.epochs} epochs of digits-cnn, local executor, kills after "
-        f"{', '.join(map(str, points))} stored epochs (+ up to 1 s); load average {os.getloadavg()[0]:.1f} at the end",
+        f"{', '.join(map(str, points))} stored epochs, 20 to 80% into the next epoch ({epoch_s:.2f} s each); "
+        f"load average {os.getloadavg()[0]:.1f} at the end",
         "",
-        "| checkpoints | kills | total compute s | epochs lost per kill | most lost | lost s (≈ epochs × median epoch) "
-        "| COMPLETE trials | best accuracy |",
-        "|---|---|---|---|---|---|---|---|",
+        "| checkpoints | kills | wall s, all runs | COMPLETE trials' own s | epochs repeated per re-run | most "
+        "| repeated s (≈ epochs × median epoch) | COMPLETE trials | best accuracy |",
+        "|---|---|---|---|---|---|---|---|---|",
         *rows,
     ])
     print(block)
