@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -147,12 +148,96 @@ class CheckpointsConfig(_Model):
     enabled: bool = True
 
 
+#: A condition: parameter -> the values under which the conditioned parameter is sampled.
+When = dict[str, list[bool | int | float | str | None]] | None
+
+
+@dataclass
+class _WhenInput:
+    """A raw ``when:`` with its parameter's name and the raw search space (see ``StudyConfig._link_when``)."""
+
+    name: str
+    when: Any
+    space: dict[str, Any]
+
+    def __repr__(self) -> str:  # what an error message shows as "got"
+        return repr(self.when)
+
+
+def _raw_choices(spec: Any) -> list[Any] | None:
+    """The choices of a raw (unvalidated) param spec; None when it is not categorical."""
+    if isinstance(spec, list):
+        return spec
+    if isinstance(spec, dict) and spec.get("type", "categorical") == "categorical":
+        choices = spec.get("choices")
+        return choices if isinstance(choices, list) else None
+    return None
+
+
+def _raw_deps(spec: Any) -> list[str]:
+    when = spec.get("when") if isinstance(spec, dict) else None
+    if isinstance(when, _WhenInput):
+        when = when.when
+    return [str(k) for k in when] if isinstance(when, dict) else []
+
+
+def _cycle(name: str, space: dict[str, Any]) -> list[str] | None:
+    """A dependency path from ``name`` back to itself, if the conditions loop."""
+    stack: list[tuple[str, list[str]]] = [(name, [name])]
+    seen: set[str] = set()
+    while stack:
+        node, path = stack.pop()
+        for dep in _raw_deps(space.get(node)):
+            if dep == name:
+                return [*path, dep]
+            if dep not in seen:
+                seen.add(dep)
+                stack.append((dep, [*path, dep]))
+    return None
+
+
+def _same(a: Any, b: Any) -> bool:
+    return bool(a == b) and isinstance(a, bool) == isinstance(b, bool)
+
+
+def _check_when(v: Any) -> Any:
+    """``when:`` normalised to ``{param: [values]}``, checked against its siblings when it knows them."""
+    if isinstance(v, _WhenInput):
+        _check_siblings(v)
+        v = v.when
+    if isinstance(v, dict):
+        return {k: list(x) if isinstance(x, list) else [x] for k, x in v.items()}
+    return v
+
+
+def _check_siblings(w: _WhenInput) -> None:
+    if not isinstance(w.when, dict):
+        return
+    if not w.when:
+        raise ValueError("is empty; name a categorical parameter and its values, e.g. `when: {optimizer: sgd}`")
+    for key, values in w.when.items():
+        if key not in w.space:
+            known = ", ".join(n for n in w.space if n != w.name) or "none"
+            raise ValueError(f"unknown parameter {key!r}; condition on one of: {known}")
+        choices = _raw_choices(w.space[key])
+        if choices is None:
+            raise ValueError(f"{key!r} is not categorical; conditions are on categorical parameters (choices: [...])")
+        for value in values if isinstance(values, list) else [values]:
+            if not any(_same(value, c) for c in choices):
+                raise ValueError(f"{value!r} is not one of {key}'s choices {choices}; use one of them")
+    loop = _cycle(w.name, w.space)
+    if loop:
+        raise ValueError(f"conditions form a cycle ({' -> '.join(loop)}); remove one of these `when:` keys")
+
+
 class FloatParam(_Model):
     type: Literal["float"]
     low: Num
     high: Num
     log: bool = False
     step: Num | None = None
+    #: Sampled only when every listed parameter takes one of its listed values.
+    when: Annotated[When, BeforeValidator(_check_when)] = None
 
     @model_validator(mode="after")
     def _check(self) -> FloatParam:
@@ -177,6 +262,7 @@ class IntParam(_Model):
     high: Int
     log: bool = False
     step: Int = 1
+    when: Annotated[When, BeforeValidator(_check_when)] = None
 
     @model_validator(mode="after")
     def _check(self) -> IntParam:
@@ -197,6 +283,7 @@ Scalar = bool | int | float | str | None
 class CategoricalParam(_Model):
     type: Literal["categorical"] = "categorical"
     choices: list[Scalar] = Field(min_length=1)
+    when: Annotated[When, BeforeValidator(_check_when)] = None
 
     @field_validator("choices")
     @classmethod
@@ -278,6 +365,20 @@ class StudyConfig(_Model):
     source: Path | None = Field(default=None, exclude=True)
     #: The study file as the user named it, for messages.
     display_path: str | None = Field(default=None, exclude=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _link_when(cls, data: Any) -> Any:
+        # Each ``when:`` is checked by its param's validator (so errors name search_space.NAME.when),
+        # which needs the param's name and its siblings: hand them over with the raw value.
+        space = data.get("search_space") if isinstance(data, dict) else None
+        if not isinstance(space, dict) or not any(isinstance(s, dict) and "when" in s for s in space.values()):
+            return data
+        linked = {
+            n: {**s, "when": _WhenInput(str(n), s["when"], space)} if isinstance(s, dict) and "when" in s else s
+            for n, s in space.items()
+        }
+        return {**data, "search_space": linked}
 
     @field_validator("search_space", mode="before")
     @classmethod

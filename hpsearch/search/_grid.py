@@ -90,6 +90,15 @@ def _build_class() -> type[optuna.samplers.GridSampler]:
     class HpsearchGridSampler(optuna.samplers.GridSampler):
         """Optuna's GridSampler with retries, resume and no ``study.stop()`` (see the module)."""
 
+        def __init__(self, search_space: Any, seed: int | None = None) -> None:
+            super().__init__(search_space, seed=seed)
+            conditions = getattr(search_space, "conditions", None)
+            if conditions is not None:  # conditional params: only the points their conditions allow
+                # _all_grids (shuffled by the seed) and _param_names: Optuna's points and their layout.
+                names = self._param_names
+                self._all_grids = [g for g in self._all_grids if conditions.valid(dict(zip(names, g, strict=True)))]
+                self._n_min_trials = len(self._all_grids)
+
         def remaining(self, study: optuna.Study) -> int:
             """Grid points not yet COMPLETE or PRUNED (running ones included)."""
             done, _, _ = _ids_by_state(self, study)

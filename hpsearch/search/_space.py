@@ -13,10 +13,32 @@ from hpsearch.errors import ConfigError
 if TYPE_CHECKING:
     from optuna.distributions import BaseDistribution
 
-__all__ = ["MAX_GRID_POINTS", "grid_points", "grid_values", "perturb_value", "resample_value", "to_distributions"]
+__all__ = [
+    "ABSENT",
+    "MAX_GRID_POINTS",
+    "Grid",
+    "grid_points",
+    "grid_values",
+    "perturb_value",
+    "resample_value",
+    "to_distributions",
+]
 
 #: A grid larger than this is refused: it is almost surely a typo in a step.
 MAX_GRID_POINTS = 1_000_000
+
+#: A grid value of a conditional param (``when:``) standing for "absent at this point".
+ABSENT = "hpsearch:absent"
+
+
+class Grid(dict[str, list[Any]]):
+    """A grid search space (param -> values); ``conditions`` set when params carry ``when:``.
+
+    A conditional param's values end with :data:`ABSENT`; the grid sampler keeps only
+    the points the conditions allow (:meth:`hpsearch.search._conditional.Conditions.valid`).
+    """
+
+    conditions: Any = None
 
 
 def to_distributions(cfg: StudyConfig) -> dict[str, BaseDistribution]:
@@ -60,12 +82,20 @@ def grid_values(name: str, spec: FloatParam | IntParam | CategoricalParam, file:
     return [float(low + i * step) for i in range(n + 1)]
 
 
-def grid_points(cfg: StudyConfig) -> dict[str, list[Any]]:
-    """The grid search space of a study: parameter -> values."""
+def grid_points(cfg: StudyConfig) -> Grid:
+    """The grid search space of a study: parameter -> values (:data:`ABSENT` too for a conditional one)."""
+    from hpsearch.search._conditional import Conditions
+
     file = cfg.file
     if not cfg.search_space:
         raise ConfigError(f"{file}: search_space: the grid sampler needs at least one parameter")
-    space = {name: grid_values(name, spec, file) for name, spec in cfg.search_space.items()}
+    space = Grid(
+        {
+            name: grid_values(name, spec, file) + ([ABSENT] if spec.when else [])
+            for name, spec in cfg.search_space.items()
+        }
+    )
+    space.conditions = Conditions.of(cfg)
     total = 1
     for values in space.values():
         total *= len(values)

@@ -80,7 +80,12 @@ def _create_or_load(prepared: Prepared, storage: optuna.storages.BaseStorage) ->
 def check_compatible(study: optuna.Study, config: StudyConfig, file: str) -> None:
     """Refuse a changed search space on a study with trials; record what this run is (writes only changes)."""
     attrs = study.user_attrs
-    space = json.dumps({k: v.model_dump(mode="json") for k, v in config.search_space.items()}, sort_keys=True)
+    # `when:` is compared too; a param without one is dumped as before it existed, so older studies still match.
+    dumps = {
+        k: v.model_dump(mode="json", exclude={"when"} if v.when is None else None)
+        for k, v in config.search_space.items()
+    }
+    space = json.dumps(dumps, sort_keys=True)
     stored = attrs.get("hpsearch.search_space")
     if stored is not None and stored != space and study.get_trials(deepcopy=False):
         raise ConfigError(

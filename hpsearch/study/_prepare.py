@@ -126,6 +126,13 @@ def check_pbt(cfg: StudyConfig, trainer: BaseTrainer, checkpoints: CheckpointSto
         )
     from hpsearch.study._pbt import pbt_generations
 
+    conditional = [name for name, spec in cfg.search_space.items() if spec.when]
+    if conditional:
+        raise ConfigError(
+            f"{file}: search_space.{conditional[0]}.when: PBT keeps one set of params per member and "
+            "cannot follow conditions; remove when: or use scheduler: sampler"
+        )
+
     pbt_generations(cfg, trainer)  # known, or a ConfigError saying to set it
     unknown = sorted(set(sch.mutate or []) - set(cfg.search_space))
     if unknown:

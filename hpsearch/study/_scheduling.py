@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from hpsearch.search import FiniteSpace, draw, grid_size
+from hpsearch.search._conditional import ConditionalSpace, Conditions
 from hpsearch.storage import _optuna as ox
 from hpsearch.study._recovery import DRIVER_ATTR
 
@@ -143,13 +144,16 @@ def finished_and_running(study: optuna.Study) -> tuple[int, int]:
 class Dedupe:
     """``sampler.dedupe`` on a finite space: asks for trials whose point this study has not run.
 
+    On a conditional space (``when:``) a point is the dict of the params present: the
+    sampler's full draw is cut to the params its conditions allow before it is compared.
+
     Args:
         space: The study's finite search space.
         seed: Seeds the random fallback (with the trial's number), so a seeded study repeats.
         name: The study's name, for the message.
     """
 
-    def __init__(self, space: FiniteSpace, seed: int | None, name: str) -> None:
+    def __init__(self, space: FiniteSpace | ConditionalSpace, seed: int | None, name: str) -> None:
         self.space = space
         self.seed = seed
         self.name = name
@@ -188,6 +192,8 @@ class Dedupe:
         params, redraws = None, 0
         while params is None and redraws < MAX_REDRAWS:
             proposed = draw(study, frozen, self.space.distributions)
+            if isinstance(self.space, ConditionalSpace):  # a full draw: keep the params its conditions allow
+                proposed = self.space.conditions.present(proposed)
             if self.space.key(proposed) in seen:
                 redraws += 1
             else:
@@ -197,11 +203,24 @@ class Dedupe:
             assert params is not None, "exhausted() is checked before ask()"
             ox.set_trial_system_attr(study, trial, "hpsearch:dedupe_fallback", True)
         storage = ox.storage_of(study)
-        for name, dist in self.space.distributions.items():
-            storage.set_trial_param(ox.trial_id(trial), name, dist.to_internal_repr(params[name]), dist)
+        for name, value in params.items():  # in the space's order; a conditional space's absent params left out
+            dist = self.space.distributions[name]
+            storage.set_trial_param(ox.trial_id(trial), name, dist.to_internal_repr(value), dist)
         ox.set_trial_system_attr(study, trial, "hpsearch:dedupe", True)
         ox.set_trial_system_attr(study, trial, "hpsearch:redraws", redraws)
         return optuna.trial.Trial(study, ox.trial_id(trial))  # re-read: the params as stored
+
+
+def _finite_space(prepared: Prepared, conditions: Conditions | None) -> FiniteSpace | ConditionalSpace | None:
+    """The finite space dedupe works on (the valid points of a conditional one); None: not finite."""
+    if conditions is None:
+        return FiniteSpace.of(prepared.distributions)
+    space = ConditionalSpace.of(conditions, prepared.distributions)
+    if space is None and FiniteSpace.of(prepared.distributions) is not None:
+        log.warning(
+            "%s: sampler.dedupe is off: the conditional space has too many points to list", prepared.config.name
+        )
+    return space
 
 
 def _target(study: optuna.Study, prepared: Prepared, more: int | None) -> float:
@@ -233,7 +252,9 @@ class SamplerScheduler(BaseScheduler):
         self.driver = driver
         self._target: float = math.inf
         cfg = prepared.config
-        space = FiniteSpace.of(prepared.distributions) if cfg.sampler.dedupe and not self._grid else None
+        #: The ``when:`` of the search space; None: no conditional params (``study.ask(distributions)``).
+        self.conditions = Conditions.of(cfg)
+        space = _finite_space(prepared, self.conditions) if cfg.sampler.dedupe and not self._grid else None
         self.dedupe = None if space is None else Dedupe(space, cfg.sampler.seed, cfg.name)
 
     @property
@@ -263,8 +284,11 @@ class SamplerScheduler(BaseScheduler):
         with ox.batch(study):
             if self.dedupe is not None and not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
                 trial = self.dedupe.ask(study)
-            else:  # queued retries (fixed params) come first and are never deduped
+            elif self.conditions is None:  # queued retries (fixed params) come first and are never deduped
                 trial = study.ask(self.prepared.distributions)
+            else:  # define-by-run: each param in dependency order, only where its condition holds
+                trial = study.ask()
+                self.conditions.suggest(trial, self.prepared.distributions)
             if ox.trial_system_attrs(study, trial).get(DRIVER_ATTR) != self.driver:  # queued: claim it
                 ox.set_trial_system_attr(study, trial, DRIVER_ATTR, self.driver)
         attempt = int(trial.user_attrs.get("hpsearch.attempt", 1))

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from hpsearch.config import CategoricalParam, FloatParam, IntParam
 from hpsearch.errors import ConfigError
+from hpsearch.search._conditional import Conditions
 from hpsearch.storage import StudyLock, check_storage, mask_url, open_readonly_storage
 from hpsearch.storage import _optuna as ox
 from hpsearch.study._scheduling import WARM_START_ATTR
@@ -68,15 +69,23 @@ def fit_value(value: Any, spec: Any) -> Any:
     return float(value)
 
 
-def fit_point(point: dict[str, Any], space: dict[str, Any]) -> dict[str, Any]:
+def fit_point(point: dict[str, Any], space: dict[str, Any], conditions: Conditions | None = None) -> dict[str, Any]:
     """``point`` with one value per param of ``space``, each as the study stores it.
+
+    With ``conditions`` (the space's ``when:``), a param whose condition fails for the
+    point is left out, and must be absent from it.
 
     Raises:
         KeyError: A param of ``space`` is missing (its name).
         ValueError: A value does not fit; ``args`` are (param, why).
     """
-    out = {}
-    for name, spec in space.items():
+    out: dict[str, Any] = {}
+    for name in conditions.order if conditions is not None else space:
+        spec = space[name]
+        if conditions is not None and not conditions.holds(name, out):
+            if name in point:
+                raise ValueError(name, f"its when: {spec.when} does not hold for this point; leave it out")
+            continue
         if name not in point:
             raise KeyError(name)
         try:
@@ -102,7 +111,7 @@ def _enqueue_points(cfg: StudyConfig) -> list[dict[str, Any]]:
                 f"use only {', '.join(space) or 'nothing (the search space is empty)'}"
             )
         try:
-            points.append(fit_point(point, space))
+            points.append(fit_point(point, space, Conditions.of(cfg)))
         except KeyError as e:
             raise ConfigError(
                 f"{file}: enqueue[{i}].{e.args[0]}: missing; give every search_space param a value"
@@ -297,11 +306,12 @@ def _copies(prepared: Prepared, source: WarmSource, have: set[Any]) -> tuple[lis
     import optuna
 
     space, dists = prepared.config.search_space, prepared.distributions
+    conditions = Conditions.of(prepared.config)
     new, skipped = [], 0
     for t in source.trials:
         tag = f"{source.name}#{t.number}"
         try:
-            params = fit_point(t.params, space)
+            params = fit_point(t.params, space, conditions)
         except (KeyError, ValueError):
             skipped += 1
             continue
