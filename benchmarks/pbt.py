@@ -18,6 +18,7 @@ the compute (summed trial wall time), as mean ± spread over the seeds. Usage::
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import statistics
 import sys
@@ -84,6 +85,9 @@ def run(method: str, seed: int) -> dict[str, float]:
 
 
 def _fmt(values: list[float], digits: int = 4) -> str:
+    values = [v for v in values if not math.isnan(v)]
+    if not values:
+        return "–"
     if len(values) == 1:
         return f"{values[0]:.{digits}f}"
     return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"

@@ -5,7 +5,9 @@ generations of I steps. Each member's segment of a generation is one Optuna tria
 with the user attributes ``pbt_member``, ``pbt_generation``, ``pbt_parent`` (the
 trial whose checkpoint it starts from; None in generation 0) and ``start_step``.
 The manager stops a segment once it has reported step ``start_step + I`` (its
-checkpoint of that step is saved first) and records it COMPLETE with that value.
+checkpoint of that step is saved first) and records it COMPLETE with that value;
+when the generations come from the trainer's ``epochs``, the last generation runs
+to the trainer's own end instead and keeps all its final metrics.
 
 Generations are synchronous: generation g starts once every member's segment of
 g - 1 is final (COMPLETE, or failed for good). Then, ranked by value, the bottom
@@ -227,12 +229,15 @@ class PBTScheduler(BaseScheduler):
                 trial.set_user_attr("hpsearch.retry_of", segment.retry_of)
         attrs = trial.user_attrs
         start = int(attrs["start_step"])
+        # The last generation of a trainer whose epochs set the generations runs to its own
+        # end: it returns its final metrics (test accuracy, the saved model) as a trial does.
+        last = int(attrs["pbt_generation"]) == self.generations - 1 and self.cfg.generations is None
         return TrialToRun(
             trial.number,
             dict(trial.params),
             int(attrs.get("hpsearch.attempt", 1)),
             trial,
-            stop_at=start + interval,
+            stop_at=None if last else start + interval,
             parent=attrs.get("pbt_parent"),
             any_params=True,
         )

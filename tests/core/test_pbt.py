@@ -170,3 +170,31 @@ def test_a_pbt_study_that_cannot_work_is_refused(tmp_path, change, message):
     assert res.returncode == 2, res.stderr[-2000:]
     assert message in res.stderr and "Traceback" not in res.stderr
     assert not (tmp_path / "hpsearch.db").exists()
+
+
+IMAGE_PBT = """
+name: pbt
+objective: {metric: accuracy, direction: maximize}
+sampler: {name: random, seed: 0}
+scheduler: {name: pbt, population: 2, interval: 1, mutate: [lr]}
+executor: local
+search_space:
+  lr: {type: float, low: 1.0e-3, high: 3.0e-2, log: true}
+trainer: {kind: image_classification, dataset: digits, model: cnn, width: 8, depth: 1, epochs: 2,
+          batch_size: 64, val_fraction: 0.2, test_fraction: 0.2, save_model: false}
+"""
+
+
+def test_pbt_with_the_image_trainer_runs_the_last_generation_to_its_end(tmp_path):
+    path = _write(tmp_path, IMAGE_PBT)
+    res = run_cli("run", path, "-q", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    segments = _segments(tmp_path)
+    assert len(segments) == 4  # 2 members x (2 epochs / interval 1) generations
+    for t in segments:
+        metrics = t.user_attrs["metrics"]
+        if t.user_attrs["pbt_generation"] == 0:  # stopped by PBT after its epoch: the objective only
+            assert set(metrics) == {"accuracy"} and t.user_attrs["pbt_parent"] is None
+        else:  # the trainer's own end: every final metric, from its parent's weights
+            assert "test_accuracy" in metrics and t.user_attrs["resumed_from"]["step"] == 1
+            assert "checkpoint_error" not in t.user_attrs
