@@ -248,3 +248,6 @@ def test_object_checkpoints_round_trip_without_pickle(tmp_path):
     other = TrialCheckpoints(store, 2, {"x": 2}, CheckpointRef(0, 3))
     assert other.load() is None and "other params" in (other.error or "")
     assert TrialCheckpoints(store, 2, {"x": 2}, CheckpointRef(0, 3), same_params=False).load()["epoch"] == 3
+    # A checkpoint gone missing (deleted between the choice and the load): a fresh start, the reason kept.
+    gone = TrialCheckpoints(store, 3, {"x": 1}, CheckpointRef(0, 99))
+    assert gone.load() is None and "trial 0 step 99" in (gone.error or "") and gone.loaded_step is None
