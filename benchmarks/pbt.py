@@ -37,7 +37,7 @@ BUDGET_EPOCHS = 96
 
 def _config(method: str, seed: int) -> dict[str, Any]:
     cfg = yaml.safe_load((ROOT / "studies" / "digits_pbt.yaml").read_text())
-    cfg.update(executor="local", max_concurrent_trials=1, name=f"{method}-{seed}")
+    cfg.update(executor="local", max_concurrent_trials=1, name=f"{method.replace('+', '-')}-{seed}")
     cfg["sampler"] = {"name": "random" if method != "tpe+asha" else "tpe", "seed": seed}
     if method != "pbt":
         cfg.pop("scheduler")
@@ -68,10 +68,10 @@ def run(method: str, seed: int) -> dict[str, float]:
         path.write_text(yaml.safe_dump(_config(method, seed), sort_keys=False))
         storage = f"sqlite:///{Path(d) / 'hpsearch.db'}"
         hpsearch.run_study(str(path))
-        study = optuna.load_study(study_name=f"{method}-{seed}", storage=storage)
+        study = optuna.load_study(study_name=f"{method.replace('+', '-')}-{seed}", storage=storage)
         while method == "tpe+asha" and _epochs(study) < BUDGET_EPOCHS:
             hpsearch.run_study(str(path), more=1)
-            study = optuna.load_study(study_name=f"{method}-{seed}", storage=storage)
+            study = optuna.load_study(study_name=f"{method.replace('+', '-')}-{seed}", storage=storage)
         best = study.best_trial
         compute = sum((t.datetime_complete - t.datetime_start).total_seconds()
                       for t in study.trials if t.datetime_complete and t.datetime_start)

@@ -110,3 +110,20 @@ class GatedSklearnCV(SklearnCVTrainer):
         while not (gate / f"release-{ctx.trial_number}").exists():
             time.sleep(0.02)
         return super().run(params, ctx)
+
+
+def finish_trials(executor: Any, numbers: set[int], done: dict[int, Any] | None = None) -> dict[int, Any]:
+    """Poll ``executor`` (never pruning) until trials ``numbers`` have finished; their outcomes by number.
+
+    ``done`` holds outcomes already collected. Fails after 120 s, as a safety net.
+    """
+    done = {} if done is None else done
+    deadline = time.monotonic() + 120
+    while set(done) != numbers and time.monotonic() < deadline:
+        for e in executor.poll(timeout=0.5):
+            if e.kind.value == "finished":
+                done[e.number] = e.outcome
+            else:
+                executor.decide(e.number, e.step, False)
+    assert set(done) == numbers, "trials did not finish"
+    return done

@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +16,12 @@ import optuna
 import pytest
 
 import hpsearch
-from hpsearch.executors import EventKind, TrialJob
+from hpsearch.executors import TrialJob
 from hpsearch.executors._driver_first import DriverFirst, driver_slots
 from hpsearch.executors._ray import RayExecutor
 from hpsearch.trainers import TrialResources
-from hpsearch.trainers.sklearn._cv import SklearnCVSettings, SklearnCVTrainer
-from tests.gate import GatedSklearnCV, wait_until
+from hpsearch.trainers.sklearn._cv import SklearnCVSettings
+from tests.gate import GatedSklearnCV, finish_trials, wait_until
 
 pytestmark = pytest.mark.ray
 
@@ -67,18 +66,6 @@ def test_driver_first_s_zero_runs_every_trial_on_ray(tmp_path):
     assert not _ray_up()  # shut down again
 
 
-def _finish(executor: DriverFirst, numbers: set[int], done: dict[int, Any]) -> dict[int, Any]:
-    deadline = time.monotonic() + 120
-    while set(done) != numbers and time.monotonic() < deadline:
-        for e in executor.poll(timeout=0.5):
-            if e.kind is EventKind.FINISHED:
-                done[e.number] = e.outcome
-            else:
-                executor.decide(e.number, e.step, False)
-    assert set(done) == numbers, "trials did not finish"
-    return done
-
-
 def test_trials_move_to_ray_once_it_is_up_and_the_driver_finishes_its_own(tmp_path):
     assert not _ray_up()
     settings = SklearnCVSettings.model_validate(
@@ -116,7 +103,7 @@ def test_trials_move_to_ray_once_it_is_up_and_the_driver_finishes_its_own(tmp_pa
         wait_until("trial 1 running", trial_1_running)
         for n in (0, 1):
             (tmp_path / f"release-{n}").write_text("")
-        outcomes = _finish(executor, {0, 1}, done)
+        outcomes = finish_trials(executor, {0, 1}, done)
     finally:
         executor.shutdown()
     assert outcomes[0].placement["pid"] == os.getpid()

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import logging
 import sys
-import time
 
 import pytest
 
-from hpsearch.executors import EventKind, TrialJob
+from hpsearch.executors import TrialJob
 from hpsearch.executors._ray import RayExecutor, prepare_local_ray_env
 from hpsearch.trainers import TrialResources
 from hpsearch.trainers.sklearn._cv import SklearnCVSettings, SklearnCVTrainer
+from tests.gate import finish_trials
 
 pytestmark = pytest.mark.ray
 
@@ -21,19 +21,6 @@ class _WarmFails(SklearnCVTrainer):
 
     def warm(self) -> None:
         raise RuntimeError("cannot warm")
-
-
-def _finish(executor: RayExecutor, numbers: set[int]) -> dict[int, object]:
-    done: dict[int, object] = {}
-    deadline = time.monotonic() + 120
-    while set(done) != numbers and time.monotonic() < deadline:
-        for e in executor.poll(timeout=1.0):
-            if e.kind is EventKind.FINISHED:
-                done[e.number] = e.outcome
-            else:
-                executor.decide(e.number, e.step, False)
-    assert set(done) == numbers, "trials did not finish"
-    return done
 
 
 def _trainer(cls: type[SklearnCVTrainer], tmp_path) -> SklearnCVTrainer:
@@ -61,7 +48,7 @@ def test_workers_are_warmed_at_start_and_run_the_trials(tmp_path):
         jobs = _jobs(trainer, resources, slots)
         for job in jobs:
             executor.submit(job)
-        done = _finish(executor, {j.number for j in jobs})
+        done = finish_trials(executor, {j.number for j in jobs})
         for outcome in done.values():
             assert outcome.failure is None and outcome.metrics["accuracy"] > 0.3
             assert outcome.placement["pid"] in executor.warmed
@@ -86,7 +73,7 @@ def test_a_failing_warm_is_reported_and_trials_still_run(tmp_path, caplog):
             assert "warming the trial workers failed" in caplog.text
             (job,) = _jobs(trainer, resources, 1)
             executor.submit(job)
-            (outcome,) = _finish(executor, {0}).values()
+            (outcome,) = finish_trials(executor, {0}).values()
             assert outcome.failure is None and outcome.metrics["accuracy"] > 0.3
         finally:
             executor.shutdown()
