@@ -117,31 +117,64 @@ def show(
     lineage: Annotated[
         bool, typer.Option("--lineage", help="PBT: each member's chain of segments and the best one's lineage.")
     ] = False,
+    all_columns: Annotated[bool, typer.Option("--all", help="Keep empty and constant columns too.")] = False,
+    columns: Annotated[
+        str | None, typer.Option("--columns", help="Comma-separated columns to show, e.g. number,value,lr.")
+    ] = None,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="table, csv, json or markdown.")] = "table",
 ) -> None:
     """Table of the study's trials, best first (--lineage: a PBT study's members and exploits)."""
 
     def go() -> None:
-        from rich.console import Console
-        from rich.table import Table
+        from hpsearch.errors import ConfigError
+        from hpsearch.views import SHOW_FORMATS, load_result, render, show_columns, show_records
 
-        from hpsearch.views import load_result
-
+        if fmt not in SHOW_FORMATS:
+            raise ConfigError(f"--format: expected one of {', '.join(SHOW_FORMATS)}, got {fmt!r}")
         result = load_result(study, storage=storage)
         if lineage:
             typer.echo(_lineage(study, result))
             return
         frame = result.trials_dataframe(best_first=True)
-        table = Table(title=f"{result.study_name} ({len(frame)} trials)")
-        cols = ["number", "state", "value"] + [c for c in frame.columns if c.startswith("params_")]
-        cols += ["duration_s", "host", "fail_reason"]
-        for c in cols:
-            table.add_column(c.removeprefix("params_"), overflow="fold")
+        picked = [c.strip() for c in columns.split(",") if c.strip()] if columns else None
+        cols = show_columns(frame, all_columns=all_columns, columns=picked) if len(frame) else []
         rows = frame if limit == 0 else frame.head(limit)
-        for _, r in rows.iterrows():
-            table.add_row(*[_cell(r.get(c)) for c in cols])
-        Console(width=max(100, Console().width)).print(table)
+        if fmt != "table":
+            typer.echo(render(show_records(rows, cols), fmt) if cols else "")
+            return
+        _print_table(f"{result.study_name} ({len(frame)} trials)", rows, cols)
 
     _guard(go)
+
+
+def _print_table(title: str, rows: Any, cols: list[str]) -> None:
+    """The trial table at the terminal's width: numbers are never cut or wrapped; the columns
+    that do not fit are left out and named below the table."""
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    from hpsearch.views import number_cell, short_names
+
+    console = Console()
+    names = short_names(cols)
+    cells = [[number_cell(r.get(c)) for c in cols] for _, r in rows.iterrows()]
+    widths = [min(30, max([len(n), *(len(row[i]) for row in cells)])) for i, n in enumerate(names)]
+
+    def build(keep: int) -> Table:
+        table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+        for name, width in zip(names[:keep], widths[:keep], strict=True):
+            table.add_column(name, no_wrap=True, overflow="ellipsis", min_width=width, max_width=width)
+        for row in cells:
+            table.add_row(*row[:keep])
+        return table
+
+    keep = len(cols)  # a line is a space, the columns, and two spaces between columns
+    while keep > 3 and 1 + sum(widths[:keep]) + 2 * (keep - 1) > console.width:
+        keep -= 1
+    console.print(build(keep))
+    if keep < len(cols):
+        console.print(f"not shown at {console.width} columns: {', '.join(names[keep:])} (--columns picks them)")
 
 
 def _lineage(study: Path, result: Any) -> str:
@@ -158,14 +191,6 @@ def _lineage(study: Path, result: Any) -> str:
             "it is for studies run with scheduler: {name: pbt} (drop --lineage for the trial table)"
         )
     return text
-
-
-def _cell(v: Any) -> str:
-    if v is None:
-        return ""
-    if isinstance(v, float):
-        return "" if v != v else f"{v:.6g}"
-    return str(v)
 
 
 @app.command()

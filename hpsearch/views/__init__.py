@@ -49,6 +49,13 @@ from hpsearch.views._results import (
     StudyResult,
     load_result,
 )
+from hpsearch.views._show import (
+    SHOW_FORMATS,
+    number_cell,
+    short_names,
+    show_columns,
+    show_records,
+)
 
 __all__ = [
     "COLUMNS",
@@ -61,6 +68,7 @@ __all__ = [
     "PBTSegment",
     "PBT_FIGURES",
     "READ_ONLY",
+    "SHOW_FORMATS",
     "ReadOnlyArtifactStore",
     "ReadOnlyHTTP",
     "StudyNote",
@@ -77,7 +85,11 @@ __all__ = [
     "lineage_text",
     "load_result",
     "log_scaled",
+    "number_cell",
     "pbt_segments",
+    "short_names",
+    "show_columns",
+    "show_records",
     "render",
     "render_note",
     "require_extra",
