@@ -241,8 +241,17 @@ def compare(
         ),
     ] = None,
     fmt: Annotated[str, typer.Option("--format", "-f", help="table, csv, json or markdown.")] = "table",
+    params: Annotated[
+        bool,
+        typer.Option(
+            "--params", help="table/markdown: add a second table of the best params (csv and json always hold them)."
+        ),
+    ] = False,
 ) -> None:
-    """One table across studies: best value and spread, trial counts, compute, time to best."""
+    """One table across studies: best value and spread, trial counts, compute, time to best, compute to beat.
+
+    The table wraps into blocks that fit the terminal ($COLUMNS, else 80 characters).
+    """
 
     def go() -> None:
         from hpsearch.errors import ConfigError
@@ -250,7 +259,7 @@ def compare(
 
         if fmt not in FORMATS:
             raise ConfigError(f"--format: expected one of {', '.join(FORMATS)}, got {fmt!r}")
-        typer.echo(render(compare_rows([str(s) for s in studies or []], storage=storage), fmt))
+        typer.echo(render(compare_rows([str(s) for s in studies or []], storage=storage), fmt, params=params))
 
     _guard(go)
 
@@ -333,6 +342,25 @@ def report(
 
         path = write_report(list(studies), output=output, storage=storage, title=title)
         typer.echo(str(path))
+
+    _guard(go)
+
+
+@app.command()
+def reproduce(
+    study: StudyArg,
+    trial: Annotated[int, typer.Option("--trial", min=0, help="The trial to re-run.", show_default=False)],
+    storage: StorageOpt = None,
+) -> None:
+    """Re-run trial N from the stored config and params in a scratch study; its metrics beside the stored ones."""
+
+    def go() -> None:
+        from hpsearch.views import reproduce_trial, reproduction_table
+
+        rep = reproduce_trial(study, trial, storage=storage)
+        if rep.warning:
+            typer.echo(f"warning: {rep.warning}", err=True)
+        typer.echo(reproduction_table(rep))
 
     _guard(go)
 

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from hpsearch._version import __version__
 from hpsearch.errors import ConfigError, HpsearchError
 from hpsearch.storage._urls import open_storage
+from hpsearch.study._environment import record_environment
 from hpsearch.study._prepare import Prepared, resolved_config_yaml
 from hpsearch.study._recovery import DRIVER_ATTR
 from hpsearch.study._warm import check_seeds, load_source, seed_study
@@ -48,6 +49,7 @@ def open_study(prepared: Prepared, driver: str) -> optuna.Study:
         )
     name_objective(study, cfg.objective.metric)
     check_compatible(study, cfg, prepared.file)
+    record_environment(study, cfg.source.parent if cfg.source is not None else None)
     seed_study(study, prepared, source, driver)
     return study
 

@@ -45,6 +45,11 @@ from hpsearch.views._report import (
     default_output,
     write_report,
 )
+from hpsearch.views._reproduce import (
+    Reproduction,
+    reproduce_trial,
+    reproduction_table,
+)
 from hpsearch.views._results import (
     StudyResult,
     load_result,
@@ -71,6 +76,7 @@ __all__ = [
     "SHOW_FORMATS",
     "ReadOnlyArtifactStore",
     "ReadOnlyHTTP",
+    "Reproduction",
     "StudyNote",
     "StudyResult",
     "best_final",
@@ -92,6 +98,8 @@ __all__ = [
     "show_records",
     "render",
     "render_note",
+    "reproduce_trial",
+    "reproduction_table",
     "require_extra",
     "resolve",
     "schedule_xy",

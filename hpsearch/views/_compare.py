@@ -24,8 +24,21 @@ compute_s          sum of finished trials' durations (a trial's wall time; an
 gpu_s              compute_s × GPUs per trial × workers, when the study used GPUs
 time_to_best_s     compute_s of the trials up to and including the best, in trial order
 trials_to_best     number of finished trials up to and including the best
+compute_to_beat_s  per ``compare_with`` baseline (study name -> seconds): compute_s
+                   (gpu_s where GPUs were used) of the trials up to and including
+                   the first COMPLETE one strictly better than the baseline's best
+                   value; None when never beaten or the baseline has no best
+                   value yet (not run); ``{}`` for a study without baselines
+                   (or given by name); with ``storage`` the baselines are read there
 storage            storage URL, password masked
 =================  ==============================================================
+
+:func:`render` writes ``csv`` and ``json`` with every column (dicts as JSON).
+``table`` and ``markdown`` leave ``best_params`` out (and ``table`` also
+``storage``); ``params=True`` adds a second table, one row per study and param.
+``table`` uses short headers, cuts study names to 24 characters and, when the
+columns do not fit the terminal width (``$COLUMNS``, 80 when unknown), wraps
+into blocks separated by a blank line, each starting with the ``study`` column.
 """
 
 from __future__ import annotations
@@ -34,11 +47,13 @@ import json
 import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from hpsearch.errors import ConfigError, StorageError, one_line
 from hpsearch.storage import check_storage, mask_url, readonly_engine
 from hpsearch.study._scheduling import WARM_START_ATTR
+from hpsearch.views._format import duration
+from hpsearch.views._format import fmt as fmt_num
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -65,6 +80,7 @@ COLUMNS = [
     "gpu_s",
     "time_to_best_s",
     "trials_to_best",
+    "compute_to_beat_s",
     "storage",
 ]
 FORMATS = ("table", "csv", "json", "markdown")
@@ -294,12 +310,14 @@ def _fill_best(row: dict[str, Any], params: dict[int, dict[str, Any]], extra: di
 
 def _scan(
     trials: list[_Trial], values: dict[int, tuple[float, str]], directions: list[str]
-) -> tuple[dict[str, int], list[tuple[int, float]], tuple[float, int, int] | None]:
-    """(counts by state, incl. ``running``; (number, seconds) of finished trials; best (value, number, trial id))."""
+) -> tuple[dict[str, int], list[tuple[int, float]], list[tuple[int, float]], tuple[float, int, int] | None]:
+    """(counts by state, incl. ``running``; (number, seconds) of finished trials; (number, value) of COMPLETE
+    ones; best (value, number, trial id))."""
     counts = {"COMPLETE": 0, "PRUNED": 0, "FAIL": 0, "running": 0}
     maximize = bool(directions) and directions[0] == "maximize"
     best: tuple[float, int, int] | None = None
     durations: list[tuple[int, float]] = []
+    completes: list[tuple[int, float]] = []
     for tid, number, state, start, end in trials:
         if state in _FINISHED:
             counts[state] += 1
@@ -311,9 +329,12 @@ def _scan(
             value, vtype = values[tid]
             if vtype != "FINITE":
                 value = math.inf if vtype == "INF_POS" else -math.inf
-            if value is not None and _is_better(value, best[0] if best else None, maximize):
+            if value is None:
+                continue
+            completes.append((number, value))
+            if _is_better(value, best[0] if best else None, maximize):
                 best = (value, number, tid)
-    return counts, durations, best
+    return counts, durations, completes, best
 
 
 def _summarise(
@@ -324,9 +345,9 @@ def _summarise(
     values: dict[int, tuple[float, str]],
     url: str,
 ) -> dict[str, Any]:
-    """One compare row (``best_params`` and ``best_std`` filled later), plus ``_best_tid``."""
+    """One compare row (``best_params``, ``best_std``, ``compute_to_beat_s`` filled later), plus private keys."""
     sampler, gpus, workers = _config_facts(attrs.get(CONFIG_ATTR))
-    counts, durations, best = _scan(trials, values, directions)
+    counts, durations, completes, best = _scan(trials, values, directions)
     compute = sum(s for _, s in durations)
     return {
         "study": name,
@@ -346,28 +367,97 @@ def _summarise(
         "gpu_s": compute * gpus * workers if gpus > 0 else None,
         "time_to_best_s": sum(s for n, s in durations if n <= best[1]) if best else None,
         "trials_to_best": sum(1 for n, _ in durations if n <= best[1]) if best else None,
+        "compute_to_beat_s": {},
         "storage": mask_url(url),
         "_best_tid": best[2] if best else None,
+        "_trace": _Trace(durations, completes, gpus * workers if gpus > 0 else 1.0, directions[:1] == ["maximize"]),
     }
 
 
-def _targets(studies: Iterable[str | Path | StudyConfig], storage: str | None) -> list[tuple[str, str]]:
-    """(storage URL, study name) for each study file, config or (with ``storage``) name."""
+class _Trace(NamedTuple):
+    """What compute-to-beat needs of a study's trials, kept until the baselines' best values are known."""
+
+    durations: list[tuple[int, float]]  # (number, seconds) of finished trials
+    completes: list[tuple[int, float]]  # (number, value) of COMPLETE trials
+    factor: float  # GPUs per trial × workers when the study used GPUs, else 1
+    maximize: bool
+
+
+def _compute_to_beat(trace: _Trace, target: float | None) -> float | None:
+    """Compute seconds (GPU seconds where GPUs were used) up to the first COMPLETE trial better than ``target``."""
+    if target is None:
+        return None
+    first = min((n for n, v in trace.completes if _is_better(v, target, trace.maximize)), default=None)
+    if first is None:
+        return None
+    return sum(s for n, s in trace.durations if n <= first) * trace.factor
+
+
+#: A study to compare: (storage URL, study name, its ``compare_with`` baselines as (storage URL, study name)).
+_Target = tuple[str, str, list[tuple[str, str]]]
+
+
+def _targets(studies: Iterable[str | Path | StudyConfig], storage: str | None) -> list[_Target]:
+    """(storage URL, study name, baselines) for each study file, config or (with ``storage``) name."""
     from hpsearch.config import StudyConfig, load_config
 
-    out: list[tuple[str, str]] = []
+    out: list[_Target] = []
     for item in studies:
         if isinstance(item, StudyConfig):
             cfg = item
         elif storage is not None and Path(item).suffix.lower() not in (".yaml", ".yml") and not Path(item).exists():
-            out.append((storage, str(item)))
+            out.append((storage, str(item), []))
             continue
         else:
             cfg = load_config(item)
         url = storage or cfg.resolved_storage()
         check_storage(url, file=cfg.file, must_exist=True)
-        out.append((url, cfg.name))
+        out.append((url, cfg.name, _baselines(cfg, storage)))
     return out
+
+
+def _read_targets(pairs: Iterable[tuple[str, str]]) -> dict[tuple[str, str], dict[str, Any]]:
+    """Rows by (storage URL, study name), one read per storage."""
+    by_url: dict[str, list[str]] = {}
+    for url, name in pairs:
+        by_url.setdefault(url, [])
+        if name not in by_url[url]:
+            by_url[url].append(name)
+    return {(url, r["study"]): r for url, names in by_url.items() for r in _read_storage(url, names)}
+
+
+def _baselines(cfg: StudyConfig, storage: str | None) -> list[tuple[str, str]]:
+    """(storage URL, study name) of each of ``cfg``'s ``compare_with`` files; a file that no longer
+    loads is left out with a warning, never an error of compare (the study's own check refused it
+    when it ran, so it broke since)."""
+    import logging
+
+    from hpsearch.config import load_config
+
+    out = []
+    for path in cfg.compare_with_paths():
+        try:
+            b = load_config(path)
+        except ConfigError as e:
+            logging.getLogger("hpsearch").warning("compare_with: %s is left out: %s", path, one_line(str(e)))
+            continue
+        out.append((storage or b.resolved_storage(), b.name))
+    return out
+
+
+def _baseline_bests(targets: list[_Target], found: dict[tuple[str, str], dict[str, Any]]) -> dict[tuple[str, str], Any]:
+    """Best value of every baseline named by ``targets``; None for one not run yet (no database or no study)."""
+    bests: dict[tuple[str, str], Any] = {}
+    for url, name in dict.fromkeys(b for _, _, baselines in targets for b in baselines):
+        row = found.get((url, name))
+        if row is None:
+            try:
+                check_storage(url, file="compare_with", must_exist=True)
+                row = _read_storage(url, [name])[0]
+            except (ConfigError, StorageError):
+                row = None
+        bests[(url, name)] = row["best_value"] if row else None
+    return bests
 
 
 def compare(studies: Sequence[str | Path | StudyConfig] | None = None, *, storage: str | None = None) -> pd.DataFrame:
@@ -399,13 +489,12 @@ def compare_rows(
         rows = _read_storage(storage, None)
     else:
         targets = _targets(studies, storage)
-        by_url: dict[str, list[str]] = {}
-        for url, name in targets:
-            by_url.setdefault(url, [])
-            if name not in by_url[url]:
-                by_url[url].append(name)
-        found = {(url, r["study"]): r for url, names in by_url.items() for r in _read_storage(url, names)}
-        rows = [found[t] for t in dict.fromkeys(targets)]
+        found = _read_targets((url, name) for url, name, _ in targets)
+        bests = _baseline_bests(targets, found)
+        for url, name, baselines in targets:
+            row = found[(url, name)]
+            row["compute_to_beat_s"] = {b: _compute_to_beat(row["_trace"], bests[(u, b)]) for u, b in baselines}
+        rows = [found[(url, name)] for url, name in dict.fromkeys((u, n) for u, n, _ in targets)]
     return [{c: r.get(c) for c in COLUMNS} for r in rows]
 
 
@@ -419,8 +508,126 @@ def _text_cell(value: Any) -> str:
     return str(value)
 
 
-def render(rows: list[dict[str, Any]] | pd.DataFrame, fmt: str) -> str:
-    """Rows (or the frame) as ``table`` (aligned text), ``csv``, ``json`` (a list of objects) or ``markdown``."""
+def _beat_cell(value: Any) -> str:
+    """``compute_to_beat_s`` for markdown: ``name 12 s`` per baseline, ``name not beaten`` when it never was."""
+    if not isinstance(value, dict):
+        return ""
+    return ", ".join(f"{name} {_secs(s)}" for name, s in value.items())
+
+
+def _secs(seconds: float | None) -> str:
+    """Seconds for people (``not beaten`` for None): ``0.42 s`` below 10 s, else as :func:`duration`."""
+    if seconds is None:
+        return "not beaten"
+    return f"{seconds:.2g} s" if seconds < 10 else duration(seconds)
+
+
+def _cut(name: Any, size: int = 24) -> str:
+    text = str(name)
+    return text if len(text) <= size else text[: size - 1] + "…"
+
+
+#: The ``table`` format's columns: (short header, cell of a row).
+_SHORT: list[tuple[str, Any]] = [
+    ("study", lambda r: _cut(r["study"])),
+    ("trainer", lambda r: r["trainer"] or ""),
+    ("method", lambda r: r["method"] or ""),
+    ("metric", lambda r: r["metric"] or ""),
+    ("dir", lambda r: ",".join(d[:3] for d in str(r["direction"] or "").split(","))),
+    ("best", lambda r: fmt_num(r["best_value"])),
+    ("std", lambda r: fmt_num(r["best_std"], 2)),
+    ("#best", lambda r: fmt_num(r["best_trial"])),
+    ("ok/pr/fail/run", lambda r: f"{r['complete']}/{r['pruned']}/{r['failed']}/{r['running']}"),
+    ("compute", lambda r: _secs(r["compute_s"])),
+    ("gpu", lambda r: "–" if r["gpu_s"] is None else _secs(r["gpu_s"])),
+    ("to best", lambda r: "–" if r["time_to_best_s"] is None else _secs(r["time_to_best_s"])),
+    ("n best", lambda r: fmt_num(r["trials_to_best"])),
+]
+
+
+#: The keys the narrow ``table`` format reads: without them, ``table`` is one plain aligned table.
+_NARROW_NEEDS = set(COLUMNS) - {"best_params", "compute_to_beat_s", "storage"}
+
+
+def _aligned(head: list[str], cells: list[list[str]]) -> list[str]:
+    widths = [max([len(h)] + [len(row[i]) for row in cells]) for i, h in enumerate(head)]
+    return ["  ".join(x.ljust(w) for x, w in zip(line, widths, strict=True)).rstrip() for line in [head, *cells]]
+
+
+def _blocks(columns: list[list[str]], width: int) -> list[list[int]]:
+    """Column indexes per block: each starts with column 0 and holds what fits in ``width`` (at least one more)."""
+    sizes = [max(len(x) for x in col) for col in columns]
+    blocks: list[list[int]] = []
+    for i in range(1, len(columns)):
+        if blocks and sum(sizes[j] + 2 for j in blocks[-1]) + sizes[i] <= width:
+            blocks[-1].append(i)
+        else:
+            blocks.append([0, i])
+    return blocks or [[0]]
+
+
+def _beat_columns(records: list[dict[str, Any]]) -> list[list[str]]:
+    """One ``beat NAME`` column per baseline named by any row: compute to beat it, blank where not a baseline."""
+    names = list(dict.fromkeys(n for r in records for n in (r.get("compute_to_beat_s") or {})))
+    return [
+        [f"beat {_cut(n, 16)}"]
+        + [_secs(r["compute_to_beat_s"][n]) if n in (r.get("compute_to_beat_s") or {}) else "" for r in records]
+        for n in names
+    ]
+
+
+def _text_table(records: list[dict[str, Any]], width: int) -> str:
+    """The ``table`` format: short headers, cut names, wrapped into blocks of at most ``width`` columns."""
+    columns = [[h] + [str(cell(r)) for r in records] for h, cell in _SHORT] + _beat_columns(records)
+    blocks = []
+    for block in _blocks(columns, width):
+        body = [[columns[i][k] for i in block] for k in range(1, len(records) + 1)]
+        blocks.append("\n".join(_aligned([columns[i][0] for i in block], body)))
+    return "\n\n".join(blocks)
+
+
+def _params_table(records: list[dict[str, Any]], fmt: str) -> str:
+    """The second table of ``--params``: one row per study and best param, values to 4 significant digits."""
+    head = ["study", "param", "value"]
+    cells = [
+        [_cut(r["study"]) if fmt == "table" else str(r["study"]), str(k), fmt_num(v)]
+        for r in records
+        for k, v in (r.get("best_params") or {}).items()
+    ]
+    if fmt == "table":
+        return "\n".join(_aligned(head, cells))
+    return _markdown(head, cells)
+
+
+def _markdown(head: list[str], cells: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in cells]
+    return "\n".join(lines)
+
+
+def _csv(records: list[dict[str, Any]], columns: list[str]) -> str:
+    import csv
+    import io
+
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(columns)
+    for r in records:
+        writer.writerow(
+            [json.dumps(v, ensure_ascii=False) if isinstance(v, dict) else ("" if v is None else v) for v in r.values()]
+        )
+    return buf.getvalue().rstrip("\n")
+
+
+def render(
+    rows: list[dict[str, Any]] | pd.DataFrame, fmt: str, *, params: bool = False, width: int | None = None
+) -> str:
+    """Rows (or the frame) as ``table`` (aligned text), ``csv``, ``json`` (a list of objects) or ``markdown``.
+
+    ``csv`` and ``json`` hold every column. ``table`` and ``markdown`` leave ``best_params`` out and, with
+    ``params``, add a second table (study, param, value). ``table`` wraps into blocks of at most ``width``
+    characters (default: the terminal's, ``$COLUMNS``, else 80).
+    """
     if fmt not in FORMATS:
         raise ConfigError(f"--format: expected one of {', '.join(FORMATS)}, got {fmt!r}")
     if isinstance(rows, list):
@@ -431,27 +638,17 @@ def render(rows: list[dict[str, Any]] | pd.DataFrame, fmt: str) -> str:
     if fmt == "json":
         return json.dumps(records, ensure_ascii=False, indent=2, default=str)
     if fmt == "csv":
-        import csv
-        import io
+        return _csv(records, columns)
+    if fmt == "table" and not set(columns) >= _NARROW_NEEDS:  # not compare rows: one plain aligned table
+        cols = [c for c in columns if c != "best_params"]
+        main = "\n".join(_aligned(cols, [[_text_cell(r[c]) for c in cols] for r in records]))
+    elif fmt == "table":
+        import shutil
 
-        buf = io.StringIO()
-        writer = csv.writer(buf, lineterminator="\n")
-        writer.writerow(columns)
-        for r in records:
-            writer.writerow(
-                [
-                    json.dumps(v, ensure_ascii=False) if isinstance(v, dict) else ("" if v is None else v)
-                    for v in r.values()
-                ]
-            )
-        return buf.getvalue().rstrip("\n")
-    cols = [c for c in columns if c != "storage"] if fmt == "table" else columns
-    cells = [[_text_cell(r[c]) for c in cols] for r in records]
-    if fmt == "markdown":
-        lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-        lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in cells]
-        return "\n".join(lines)
-    widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(cols)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)).rstrip()]
-    lines += ["  ".join(x.ljust(w) for x, w in zip(row, widths, strict=True)).rstrip() for row in cells]
-    return "\n".join(lines)
+        main = _text_table(records, width or shutil.get_terminal_size((80, 24)).columns)
+    else:
+        cols = [c for c in columns if c != "best_params"]
+        main = _markdown(
+            cols, [[_beat_cell(r[c]) if c == "compute_to_beat_s" else _text_cell(r[c]) for c in cols] for r in records]
+        )
+    return main + ("\n\n" + _params_table(records, fmt) if params else "")

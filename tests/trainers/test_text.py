@@ -325,6 +325,9 @@ def _ddp_worker(rank: int, port: int, out_dir: str) -> None:
             result[f"{name}_reports"] = len(ctx._channel.reports)  # type: ignore[attr-defined]
         result["weight"] = model.fc.weight.detach().tolist()
         Path(out_dir, f"rank{rank}.json").write_text(json.dumps(result))
+        # Neither rank tears the group down while the other is still in a collective: under load a
+        # rank that destroyed its group first made gloo abort the other (terminate, SIGABRT).
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
