@@ -222,7 +222,7 @@ class RayExecutor(BaseExecutor):
             self._init_private(ray)
         else:
             self._join(ray)
-        self._hub = ray.remote(num_cpus=0, max_concurrency=10_000)(ReportHub).remote()
+        self._hub = _start_hub(ray)
         self._remote = ray.remote(max_retries=0)(_run_remote)
 
     def _prepare_env(self) -> None:
@@ -378,6 +378,19 @@ class RayExecutor(BaseExecutor):
                 self._old_sigterm = None
             restore_env(self._saved_env)
             self._saved_env = {}
+
+
+def _start_hub(ray: Any) -> Any:
+    """The report hub actor, on the head node (soft: elsewhere if it cannot run there): a worker
+    node lost mid-study must not take with it the hub every running trial talks to, and the
+    cluster does not outlive its head anyway."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    heads = [n["NodeID"] for n in ray.nodes() if n.get("Alive") and "node:__internal_head__" in n.get("Resources", {})]
+    options: dict[str, Any] = {"num_cpus": 0, "max_concurrency": 10_000}
+    if heads:
+        options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node_id=heads[0], soft=True)
+    return ray.remote(**options)(ReportHub).remote()
 
 
 def _outcome_of(ref: Any) -> TrialOutcome:
