@@ -63,20 +63,27 @@ def show_columns(frame: pd.DataFrame, *, all_columns: bool = False, columns: lis
 
 
 def short_names(columns: list[str]) -> list[str]:
-    """Headers for ``columns``: params without ``params_``, long ones cut so the table stays narrow."""
+    """Headers for ``columns``: params without ``params_``, long ones cut so the table stays narrow,
+    each header distinct (a cut that two names share keeps more of their heads)."""
     names = [_HEADERS.get(c, c.removeprefix("params_")) for c in columns]
-    out = []
-    for name in names:
-        if len(name) <= _MAX_NAME:
-            out.append(name)
-            continue
-        tail = name.rsplit("__", 1)[-1].rsplit(".", 1)[-1]
-        if tail != name and len(tail) <= _MAX_NAME and sum(n.endswith(tail) for n in names) == 1:
-            out.append(tail)
-        else:
-            half = (_MAX_NAME - 1) // 2
-            out.append(f"{name[:half]}…{name[-(_MAX_NAME - 1 - half) :]}")
+    out = [_cut(name, names, (_MAX_NAME - 1) // 2) for name in names]
+    for head in range((_MAX_NAME - 1) // 2 + 1, _MAX_NAME - 1):
+        clashes = {n for n in out if out.count(n) > 1}
+        if not clashes:
+            break
+        out = [_cut(name, names, head) if cut in clashes else cut for name, cut in zip(names, out, strict=True)]
     return out
+
+
+def _cut(name: str, names: list[str], head: int) -> str:
+    """``name`` within :data:`_MAX_NAME` characters: as it is, its last part (``clf__C`` -> ``C``)
+    when no other name ends so, else its first ``head`` and last characters around ``…``."""
+    if len(name) <= _MAX_NAME:
+        return name
+    tail = name.rsplit("__", 1)[-1].rsplit(".", 1)[-1]
+    if tail != name and len(tail) <= _MAX_NAME and sum(n.endswith(tail) for n in names) == 1:
+        return tail
+    return f"{name[:head]}…{name[-(_MAX_NAME - 1 - head) :]}"
 
 
 def number_cell(v: Any) -> str:

@@ -80,3 +80,11 @@ def test_bad_columns_and_format_are_one_line(study):
     for args, needle in ((["--columns", "nope"], "--columns: no column 'nope'"), (["-f", "xml"], "--format: expected")):
         res = run_cli("show", study, *args, cwd=study.parent)
         assert res.returncode == 2 and needle in res.stderr and "Traceback" not in res.stderr
+
+
+def test_cut_headers_stay_distinct():
+    from hpsearch.views import short_names
+
+    names = short_names(["params_aug_mask_prob", "params_aug_delete_prob", "params_clf__C", "params_lr", "duration_s"])
+    assert names == ["aug_m…prob", "aug_d…prob", "clf__C", "lr", "time_s"]
+    assert all(len(n) <= 10 for n in names)
