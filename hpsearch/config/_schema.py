@@ -21,6 +21,8 @@ from pydantic import (
     model_validator,
 )
 
+from hpsearch.config._tracking import TrackingConfig
+
 __all__ = [
     "CategoricalParam",
     "FloatParam",
@@ -360,6 +362,8 @@ class StudyConfig(_Model):
     enqueue: list[dict[str, Any]] = Field(default_factory=list)
     #: Copy an earlier study's finished trials in as history before the first trial.
     warm_start: WarmStartConfig | None = None
+    #: Experiment trackers (MLflow, TensorBoard) the manager writes every trial to.
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
 
     #: Where the study file lives; relative paths in it resolve from here.
     source: Path | None = Field(default=None, exclude=True)

@@ -45,16 +45,17 @@ class ArtifactUploader:
         return self._store
 
     def upload_trial(
-        self, trial: optuna.trial.Trial, files: dict[str, bytes], value: float, best: float | None
+        self, trial: optuna.trial.Trial, files: dict[str, bytes], value: float | None, best: float | None
     ) -> dict[str, str]:
         """Upload ``files`` as the trial's artifacts; returns name -> artifact id.
 
         The model files (under :data:`MODEL_DIR`) are kept, as one ``model.tar``,
-        only when ``value`` beats ``best``. Inside a storage batch the references
-        commit with the trial's end.
+        only when ``value`` beats ``best`` (never for a trial without a value: a
+        failed or pruned one). Inside a storage batch the references commit with
+        the trial's end.
         """
         sign = 1 if self.config.objective.direction == "maximize" else -1
-        is_best = best is None or sign * value > sign * best
+        is_best = value is not None and (best is None or sign * value > sign * best)
         model = {k: v for k, v in files.items() if k.startswith(MODEL_DIR)}
         plain = {k: v for k, v in files.items() if not k.startswith(MODEL_DIR)}
         ids = self._upload(trial, plain)

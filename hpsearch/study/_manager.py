@@ -319,6 +319,7 @@ class StudyManager:
 def default_callbacks(manager: StudyManager) -> list[BaseCallback]:
     """The progress display and the dashboard note of ``manager``'s study."""
     # Imported here: the note is a view (hpsearch.views), which imports this package.
+    from hpsearch.tracking import tracking_callbacks
     from hpsearch.views._notes import StudyNote
 
     out: list[BaseCallback] = [ProgressCallback(Progress(manager.config.name, enabled=manager.progress))]
@@ -326,4 +327,4 @@ def default_callbacks(manager: StudyManager) -> list[BaseCallback]:
     if manager.prepared.checkpoints is not None:
         maximize = manager.config.objective.direction == "maximize"
         out.append(CheckpointCleanup(manager.prepared.checkpoints, maximize=maximize))
-    return out
+    return out + tracking_callbacks(manager)

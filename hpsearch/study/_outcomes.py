@@ -93,6 +93,9 @@ class OutcomeRecorder:
         if run.carried is not None and "checkpoint_error" in attrs:
             attrs["resumed_from"] = None  # the checkpoint did not load: the trial started fresh
         finished_first = outcome.failure is None and (not outcome.pruned or run.segment_done())
+        if outcome.artifacts and (outcome.failure is not None or (outcome.pruned and not run.segment_done())):
+            # A failed or pruned trial keeps its files too (its trial.log above all); never a model.
+            attrs["artifacts"] = self.artifacts.upload_trial(run.live, outcome.artifacts, None, None)
         if run.stop_requested and interrupted and not finished_first:
             self.fail(study, run, "interrupted", attrs, retry=True)
             return False
