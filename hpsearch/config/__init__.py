@@ -7,6 +7,7 @@ from hpsearch.config._loading import MAX_STUDY_FILE_BYTES, load_config
 from hpsearch.config._schema import (
     CategoricalParam,
     CheckpointsConfig,
+    ConstraintConfig,
     FloatParam,
     IntParam,
     ObjectiveConfig,
@@ -25,6 +26,7 @@ __all__ = [
     "MAX_STUDY_FILE_BYTES",
     "CategoricalParam",
     "CheckpointsConfig",
+    "ConstraintConfig",
     "FloatParam",
     "IntParam",
     "ObjectiveConfig",

@@ -25,6 +25,7 @@ from hpsearch.config._tracking import TrackingConfig
 
 __all__ = [
     "CategoricalParam",
+    "ConstraintConfig",
     "FloatParam",
     "IntParam",
     "ObjectiveConfig",
@@ -62,6 +63,34 @@ class ObjectiveConfig(_Model):
 
     metric: str = "value"
     direction: Literal["minimize", "maximize"] = "maximize"
+
+
+class ConstraintConfig(_Model):
+    """A bound on a metric the trainer returns: a trial outside it is infeasible (never the best)."""
+
+    metric: str
+    max: Num | None = None
+    min: Num | None = None
+
+    @model_validator(mode="after")
+    def _bounded(self) -> ConstraintConfig:
+        if self.max is None and self.min is None:
+            raise ValueError(
+                f"give `max` or `min` (or both) for {self.metric!r}, e.g. {{metric: {self.metric}, max: 5.0}}"
+            )
+        for name in ("max", "min"):
+            v = getattr(self, name)
+            if v is not None and not math.isfinite(v):
+                raise ValueError(f"{name} must be a finite number, got {v}")
+        if self.max is not None and self.min is not None and self.min > self.max:
+            raise ValueError(f"min ({self.min}) must be <= max ({self.max})")
+        return self
+
+    def violation(self, value: float) -> float:
+        """How far ``value`` is outside the bound (<= 0: inside), as Optuna's constraints read it."""
+        over = value - self.max if self.max is not None else -math.inf
+        under = self.min - value if self.min is not None else -math.inf
+        return float(max(over, under))
 
 
 class SamplerConfig(_Model):
@@ -339,7 +368,10 @@ class StudyConfig(_Model):
     description: str = ""
     storage: str | None = None
     artifacts: str | None = None
-    objective: ObjectiveConfig = Field(default_factory=ObjectiveConfig)
+    #: One objective, or a list of them (a multi-objective study: its result is a Pareto front).
+    objective: ObjectiveConfig | list[ObjectiveConfig] = Field(default_factory=ObjectiveConfig)
+    #: Bounds on metrics: trials that break one are infeasible (Optuna's trial constraints).
+    constraints: list[ConstraintConfig] = Field(default_factory=list)
     sampler: SamplerConfig = Field(default_factory=SamplerConfig)
     pruner: PrunerConfig = Field(default_factory=PrunerConfig)
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
@@ -384,6 +416,28 @@ class StudyConfig(_Model):
         }
         return {**data, "search_space": linked}
 
+    @field_validator("objective")
+    @classmethod
+    def _one_or_several(cls, v: ObjectiveConfig | list[ObjectiveConfig]) -> ObjectiveConfig | list[ObjectiveConfig]:
+        if not isinstance(v, list):
+            return v
+        if not v:
+            raise ValueError("is an empty list; give one objective or several, e.g. [{metric: accuracy}]")
+        metrics = [o.metric for o in v]
+        twice = next((m for m in metrics if metrics.count(m) > 1), None)
+        if twice is not None:
+            raise ValueError(f"metric {twice!r} is listed twice; each objective needs its own metric")
+        return v[0] if len(v) == 1 else v
+
+    @field_validator("constraints")
+    @classmethod
+    def _one_per_metric(cls, v: list[ConstraintConfig]) -> list[ConstraintConfig]:
+        metrics = [c.metric for c in v]
+        twice = next((m for m in metrics if metrics.count(m) > 1), None)
+        if twice is not None:
+            raise ValueError(f"metric {twice!r} has two constraints; give its min and max in one entry")
+        return v
+
     @field_validator("search_space", mode="before")
     @classmethod
     def _shorthand(cls, v: Any) -> Any:
@@ -417,6 +471,20 @@ class StudyConfig(_Model):
         if self.display_path:
             return self.display_path
         return str(self.source) if self.source is not None else "<study>"
+
+    @property
+    def objectives(self) -> list[ObjectiveConfig]:
+        """The objectives in order (one for a single-objective study)."""
+        return list(self.objective) if isinstance(self.objective, list) else [self.objective]
+
+    @property
+    def first_objective(self) -> ObjectiveConfig:
+        """The objective trainers report each epoch and single-objective rules use (the only one, or the first)."""
+        return self.objectives[0]
+
+    @property
+    def multi_objective(self) -> bool:
+        return isinstance(self.objective, list)
 
     @property
     def study_dir(self) -> Path:

@@ -70,6 +70,7 @@ SAMPLERS: dict[str, SamplerFactory] = {
     "cmaes": _optuna("CmaEsSampler"),
     "gp": _optuna("GPSampler"),
     "nsga2": _optuna("NSGAIISampler"),
+    "nsga3": _optuna("NSGAIIISampler"),
 }
 
 #: pruner name -> Optuna class name in optuna.pruners

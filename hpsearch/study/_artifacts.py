@@ -54,7 +54,7 @@ class ArtifactUploader:
         failed or pruned one). Inside a storage batch the references commit with
         the trial's end.
         """
-        sign = 1 if self.config.objective.direction == "maximize" else -1
+        sign = 1 if self.config.first_objective.direction == "maximize" else -1
         is_best = value is not None and (best is None or sign * value > sign * best)
         model = {k: v for k, v in files.items() if k.startswith(MODEL_DIR)}
         plain = {k: v for k, v in files.items() if not k.startswith(MODEL_DIR)}

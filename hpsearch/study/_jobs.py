@@ -32,7 +32,7 @@ def make_job(prepared: Prepared, chosen: TrialToRun, best: float | None, resume:
     cfg = prepared.config
     if chosen.imports:
         resources = trial_resources(cfg, workers=False)
-        job = TrialJob(chosen.number, {}, prepared.trainer, resources, cfg.name, cfg.objective.metric)
+        job = TrialJob(chosen.number, {}, prepared.trainer, resources, cfg.name, cfg.first_objective.metric)
         job.checkpoints = prepared.checkpoints  # its cache_dir: a whole search re-runs only unfinished fits
         return job
     return TrialJob(
@@ -41,9 +41,9 @@ def make_job(prepared: Prepared, chosen: TrialToRun, best: float | None, resume:
         trainer=prepared.trainer,
         resources=trial_resources(cfg),
         study_name=cfg.name,
-        objective=cfg.objective.metric,
+        objective=cfg.first_objective.metric,
         best_value=best,
-        maximize=cfg.objective.direction == "maximize",
+        maximize=cfg.first_objective.direction == "maximize",
         checkpoints=prepared.checkpoints,
         resume=resume,
         resume_any_params=chosen.any_params,

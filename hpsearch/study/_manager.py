@@ -109,9 +109,10 @@ class StudyManager:
         self._artifacts = ArtifactUploader(self.config, self._secrets)
         self._outcomes = OutcomeRecorder(self.config, self._secrets, self._artifacts, self._scheduler.requeue)
         self._running: dict[int, RunningTrial] = {}
+        self._multi = self.config.multi_objective
         self._failures = self._interrupts = 0
         self._status = StatusTracker(
-            maximize=self.config.objective.direction == "maximize",
+            directions=[str(o.direction) for o in self.config.objectives],
             max_failures=self.config.max_failures,
             imports=self.prepared.trainer.imports_trials,
         )
@@ -244,7 +245,7 @@ class StudyManager:
     def _submit(self, study: optuna.Study, executor: BaseExecutor, chosen: TrialToRun) -> None:
         resume = start_point(study, self.prepared.checkpoints, chosen)
         carried = None if resume is None else resume.step
-        run = RunningTrial(chosen.trial, chosen.params, chosen.attempt, chosen.stop_at, carried)
+        run = RunningTrial(chosen.trial, chosen.params, chosen.attempt, chosen.stop_at, carried, multi=self._multi)
         self._running[chosen.number] = run
         executor.submit(make_job(self.prepared, chosen, self._status.best, resume))
         self._events.on_trial_start(study, chosen.number, chosen.params, self.status())
@@ -325,6 +326,6 @@ def default_callbacks(manager: StudyManager) -> list[BaseCallback]:
     out: list[BaseCallback] = [ProgressCallback(Progress(manager.config.name, enabled=manager.progress))]
     out.append(StudyNote(manager))
     if manager.prepared.checkpoints is not None:
-        maximize = manager.config.objective.direction == "maximize"
-        out.append(CheckpointCleanup(manager.prepared.checkpoints, maximize=maximize))
+        directions: list[str] = [o.direction for o in manager.config.objectives]
+        out.append(CheckpointCleanup(manager.prepared.checkpoints, directions=directions))
     return out + tracking_callbacks(manager)

@@ -41,13 +41,15 @@ def open_study(prepared: Prepared, driver: str) -> optuna.Study:
         open_storage(prepared.storage_url), retry_s=retry_s, trial_system_attrs={DRIVER_ATTR: driver}
     )
     study = _create_or_load(prepared, storage)
-    direction = cfg.objective.direction
-    if study.direction.name.lower() != direction:
+    directions = [o.direction for o in cfg.objectives]
+    stored = [d.name.lower() for d in study.directions]
+    if stored != directions:
+        field = "objective.direction" if len(stored) == len(directions) == 1 else "objective"
         raise ConfigError(
-            f"{prepared.file}: objective.direction: study {cfg.name!r} in storage was created "
-            f"with direction {study.direction.name.lower()}; keep it or rename the study"
+            f"{prepared.file}: {field}: study {cfg.name!r} in storage was created with "
+            f"direction{'s' if len(stored) > 1 else ''} {', '.join(stored)}; keep it or rename the study"
         )
-    name_objective(study, cfg.objective.metric)
+    name_objective(study, [o.metric for o in cfg.objectives])
     check_compatible(study, cfg, prepared.file)
     record_environment(study, cfg.source.parent if cfg.source is not None else None)
     seed_study(study, prepared, source, driver)
@@ -68,7 +70,7 @@ def _create_or_load(prepared: Prepared, storage: optuna.storages.BaseStorage) ->
                 storage=storage,
                 sampler=prepared.sampler,
                 pruner=prepared.pruner,
-                direction=cfg.objective.direction,
+                directions=[o.direction for o in cfg.objectives],
                 load_if_exists=True,
             )
         except sqlalchemy.exc.IntegrityError:
@@ -100,7 +102,7 @@ def check_compatible(study: optuna.Study, config: StudyConfig, file: str) -> Non
         "hpsearch.config": resolved_config_yaml(config),
         "hpsearch.version": __version__,
         "hpsearch.trainer": config.trainer.kind,
-        "hpsearch.objective": config.objective.metric,
+        "hpsearch.objective": config.first_objective.metric,
     }
     if config.source:
         updates["hpsearch.study_file"] = str(config.source)
@@ -109,8 +111,8 @@ def check_compatible(study: optuna.Study, config: StudyConfig, file: str) -> Non
             study.set_user_attr(key, value)
 
 
-def name_objective(study: optuna.Study, metric: str) -> None:
-    """Name the study's objective, so the dashboard's axes read the metric, not "Objective 0".
+def name_objective(study: optuna.Study, metrics: list[str]) -> None:
+    """Name the study's objectives, so the dashboard's axes read the metrics, not "Objective 0".
 
     Written right after the study is created (Optuna has no way to pass it to
     ``create_study``); a run that died in between is healed by the next one,
@@ -118,7 +120,7 @@ def name_objective(study: optuna.Study, metric: str) -> None:
     """
     import optuna
 
-    if study.metric_names != [metric]:
+    if study.metric_names != metrics:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            study.set_metric_names([metric])
+            study.set_metric_names(metrics)

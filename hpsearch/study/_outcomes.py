@@ -18,6 +18,7 @@ from hpsearch.search import RETRY_ATTR
 from hpsearch.storage import _optuna as ox
 from hpsearch.storage._urls import mask_secrets, url_password
 from hpsearch.study._artifacts import ArtifactUploader
+from hpsearch.study._objectives import Objectives, dominates, pareto_front
 
 if TYPE_CHECKING:
     import optuna
@@ -44,16 +45,20 @@ class RunningTrial:
     #: The last step the trial reported, and its value.
     last_step: int | None = None
     last_value: float | None = None
+    #: A multi-objective study: the first objective's curve is stored, never pruned on
+    #: (Optuna's ``Trial.report`` and pruners take one objective).
+    multi: bool = False
 
     def reported(self, study: optuna.Study, step: int, value: float) -> bool:
         """Store a report; whether the trial should stop now: a stop was requested, its
         segment is done, or the pruner says so."""
-        if self.carried is not None and step <= self.carried:  # carried over, reported again: a fresh start
+        if self.multi or (self.carried is not None and step <= self.carried):
+            # carried over, reported again: a fresh start; or the first of several objectives
             ox.overwrite_intermediate_value(study, self.live, step, value)
         else:
             self.live.report(value, step)
         self.last_step, self.last_value = step, value
-        return self.stop_requested or self.segment_done() or self.live.should_prune()
+        return self.stop_requested or self.segment_done() or (not self.multi and self.live.should_prune())
 
     def segment_done(self) -> bool:
         """Whether the trial reached its ``stop_at`` step (so a stop is the end of its segment)."""
@@ -84,6 +89,7 @@ class OutcomeRecorder:
         self.secrets = secrets
         self.artifacts = artifacts
         self.requeue = requeue
+        self.objectives = Objectives.of(config)
 
     def record(
         self, study: optuna.Study, run: RunningTrial, outcome: TrialOutcome, *, interrupted: bool, best: float | None
@@ -111,7 +117,7 @@ class OutcomeRecorder:
             attrs["fail_reason"] = f.reason  # kept as the reason it was pruned
         if outcome.pruned and outcome.failure is None and run.segment_done():
             # Stopped by its scheduler at the end of its segment: its value is the step's.
-            outcome.metrics = {**outcome.metrics, self.config.objective.metric: float(run.last_value)}  # type: ignore[arg-type]
+            outcome.metrics = {**outcome.metrics, self.config.first_objective.metric: float(run.last_value)}  # type: ignore[arg-type]
         elif outcome.pruned or outcome.failure is not None:
             self._tell_pruned(study, run, attrs)
             return False
@@ -127,27 +133,35 @@ class OutcomeRecorder:
     def _tell_complete(
         self, study: optuna.Study, run: RunningTrial, outcome: TrialOutcome, attrs: dict[str, Any], best: float | None
     ) -> bool:
-        metric = self.config.objective.metric
-        value = outcome.metrics.get(metric)
-        if value is None or not math.isfinite(value):
-            reason = (
-                f"trainer returned no metric {metric!r} (got: {', '.join(outcome.metrics) or 'nothing'}); "
-                "set objective.metric to one of those"
-                if value is None
-                else f"non-finite objective value {value}"
-            )
+        reason = self.objectives.missing(outcome.metrics)
+        if reason is not None:
             attrs["metrics"] = {k: v for k, v in outcome.metrics.items() if math.isfinite(v)}
             self.fail(study, run, reason, attrs, retry=False)
             return True
         attrs["metrics"] = outcome.metrics
-        # Artifact references, attributes and state in one transaction; the files are
-        # written first, so a reference never points at a missing file.
+        values = self.objectives.values(outcome.metrics)
+        violations = self.objectives.violations(outcome.metrics)
+        # A model is kept for a new best (single objective) or a trial no earlier one dominates.
+        keep = values[0] if not any(v > 0 for v in violations.values()) and self._may_keep(study, values) else None
+        # Artifact references, attributes, constraints and state in one transaction; the files
+        # are written first, so a reference never points at a missing file.
         with ox.batch(study):
             if outcome.artifacts:
-                attrs["artifacts"] = self.artifacts.upload_trial(run.live, outcome.artifacts, value, best)
+                attrs["artifacts"] = self.artifacts.upload_trial(
+                    run.live, outcome.artifacts, keep, best if not self.objectives.multi else None
+                )
             self.write_attrs(run.live, attrs)
-            study.tell(run.live, value)
+            for metric, violation in violations.items():
+                run.live.set_constraint(metric, violation)
+            study.tell(run.live, values if self.objectives.multi else values[0])
         return False
+
+    def _may_keep(self, study: optuna.Study, values: list[float]) -> bool:
+        """Single objective: always (the uploader compares with the best); several: no feasible trial dominates it."""
+        if not self.objectives.multi:
+            return True
+        front = pareto_front(study.get_trials(deepcopy=False), self.objectives.directions)
+        return not any(dominates(t.values, values, self.objectives.directions) for t in front)
 
     def fail(self, study: optuna.Study, run: RunningTrial, reason: str, attrs: dict[str, Any], *, retry: bool) -> None:
         """Tell ``run`` FAIL with ``reason``; with ``retry``, queue its params to run again."""

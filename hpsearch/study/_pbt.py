@@ -105,7 +105,7 @@ class PBTScheduler(BaseScheduler):
         self.cfg = prepared.config.scheduler
         self.generations = pbt_generations(prepared.config, prepared.trainer)
         self.seed = prepared.config.sampler.seed or 0
-        self.maximize = prepared.config.objective.direction == "maximize"
+        self.maximize = prepared.config.first_objective.direction == "maximize"
         self.mutate = self.cfg.mutate if self.cfg.mutate is not None else list(prepared.distributions)
 
     @property

@@ -20,6 +20,7 @@ from hpsearch.trainers import TRAINERS, BaseTrainer, trainer_class
 __all__ = [
     "Prepared",
     "build_trainer",
+    "check_multi_objective",
     "check_objective",
     "check_ray_address",
     "check_pbt",
@@ -64,7 +65,7 @@ def build_trainer(cfg: StudyConfig) -> BaseTrainer:
     except ValidationError as e:
         msg = _format_validation(e, file)
         raise ConfigError(msg.replace(f"{file}: ", f"{file}: trainer.", 1)) from None
-    return cls(settings, study_dir=cfg.study_dir, objective=cfg.objective.metric)
+    return cls(settings, study_dir=cfg.study_dir, objective=cfg.first_objective.metric)
 
 
 def prepare(cfg: StudyConfig, *, check_trainer: bool = True) -> Prepared:
@@ -86,6 +87,8 @@ def prepare(cfg: StudyConfig, *, check_trainer: bool = True) -> Prepared:
             "use executor: ray or set workers: 1"
         )
     checkpoints = checkpoint_store(cfg)  # before Ray's address is tried: a bad path is known without it
+    if cfg.multi_objective:
+        check_multi_objective(cfg)
     if _pbt(cfg):
         check_pbt(cfg, trainer, checkpoints)  # before the trainer checks its params: the scheduler comes first
     if check_trainer:
@@ -176,13 +179,41 @@ def checkpoint_store(cfg: StudyConfig) -> CheckpointStore | None:
 
 
 def check_objective(trainer: BaseTrainer, cfg: StudyConfig) -> None:
-    """Refuse an ``objective.metric`` the trainer never returns (when it can tell in advance)."""
+    """Refuse an objective or constraint metric the trainer never returns (when it can tell in advance)."""
     known = trainer.metrics()
-    metric = cfg.objective.metric
-    if known is not None and metric not in known:
+    if known is None:
+        return
+    fields = [
+        ("objective" if not cfg.multi_objective else f"objective.{i}", o.metric) for i, o in enumerate(cfg.objectives)
+    ]
+    fields += [(f"constraints.{i}", c.metric) for i, c in enumerate(cfg.constraints)]
+    for field, metric in fields:
+        if metric not in known:
+            raise ConfigError(
+                f"{cfg.file}: {field}.metric: {metric!r} is not a metric trainer {trainer.kind!r} "
+                f"returns; use one of: {', '.join(sorted(known))}"
+            )
+
+
+def check_multi_objective(cfg: StudyConfig) -> None:
+    """Refuse what cannot run with several objectives: a pruner, PBT, a single-objective sampler."""
+    from hpsearch.study._objectives import MULTI_OBJECTIVE_SAMPLERS
+
+    file, n = cfg.file, len(cfg.objectives)
+    if cfg.pruner.name != "none":
         raise ConfigError(
-            f"{cfg.file}: objective.metric: {metric!r} is not a metric trainer {trainer.kind!r} "
-            f"returns; use one of: {', '.join(sorted(known))}"
+            f"{file}: pruner.name: Optuna's pruners compare one objective, and this study has {n}; "
+            f"remove the pruner ({cfg.pruner.name!r}) or keep one objective"
+        )
+    if cfg.scheduler.name == "pbt":
+        raise ConfigError(
+            f"{file}: scheduler.name: PBT ranks members by one objective, and this study has {n}; "
+            "use scheduler: sampler or keep one objective"
+        )
+    if cfg.sampler.name not in MULTI_OBJECTIVE_SAMPLERS:
+        raise ConfigError(
+            f"{file}: sampler.name: {cfg.sampler.name!r} optimises one objective, and this study has {n}; "
+            f"use one of: {', '.join(MULTI_OBJECTIVE_SAMPLERS)}"
         )
 
 

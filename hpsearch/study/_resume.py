@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from hpsearch.search import RETRY_ATTR
 from hpsearch.study._callbacks import BaseCallback
+from hpsearch.study._objectives import pareto_front
 
 if TYPE_CHECKING:
     import optuna
@@ -119,9 +120,9 @@ def _carry_over(trial: optuna.trial.Trial, source: FrozenTrial, ref: CheckpointR
 class CheckpointCleanup(BaseCallback):
     """After each trial end: delete the checkpoints no one needs (finished, not the best, no re-run pending)."""
 
-    def __init__(self, store: CheckpointStore, *, maximize: bool) -> None:
+    def __init__(self, store: CheckpointStore, *, directions: list[str]) -> None:
         self.store = store
-        self.maximize = maximize
+        self.directions = directions
 
     def on_trial_end(self, study: optuna.Study, number: int, status: StudyStatus) -> None:
         try:
@@ -150,17 +151,15 @@ class CheckpointCleanup(BaseCallback):
                 needed.add(t.number)
             elif t.state.is_finished():
                 superseded |= _chain(trials, t.number) - {t.number}
-        best = self._best(trials)
-        return (needed - superseded) | ({best} if best is not None else set()) | _pbt_parents(trials)
+        return (needed - superseded) | self._best(trials) | _pbt_parents(trials)
 
-    def _best(self, trials: list[FrozenTrial]) -> int | None:
-        from optuna.trial import TrialState
-
-        done = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
-        if not done:
-            return None
-        pick = max if self.maximize else min
-        return pick(done, key=lambda t: float(t.value)).number  # type: ignore[arg-type]
+    def _best(self, trials: list[FrozenTrial]) -> set[int]:
+        """The best feasible trial (several objectives: the Pareto front)."""
+        front = pareto_front(trials, self.directions)
+        if len(self.directions) > 1 or not front:
+            return {t.number for t in front}
+        pick = max if self.directions[0] == "maximize" else min
+        return {pick(front, key=lambda t: float(t.value)).number}  # type: ignore[arg-type]
 
 
 def _chain(trials: list[FrozenTrial], start: int) -> set[int]:

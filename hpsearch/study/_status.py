@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from hpsearch.study._objectives import feasible, pareto_front
 from hpsearch.study._scheduling import WARM_START_ATTR
 
 if TYPE_CHECKING:
@@ -27,6 +28,8 @@ class StudyStatus:
     pruned: int = 0
     failed: int = 0
     best: float | None = None
+    #: Several objectives: the size of the Pareto front (``best`` is then None).
+    front: int | None = None
     interrupted: bool = False
     out_of_failures: bool = False
     imports: bool = False
@@ -36,23 +39,22 @@ class StudyStatus:
         """The counts as the progress display shows them."""
         total = "?" if self.total is None else str(self.total)
         best = "-" if self.best is None else f"{self.best:.6g}"
-        return (
-            f"trials {self.done}/{total}  running {self.running}  pruned {self.pruned}  "
-            f"failed {self.failed}  best {best}"
-        )
+        tail = f"front {self.front}" if self.front is not None else f"best {best}"
+        return f"trials {self.done}/{total}  running {self.running}  pruned {self.pruned}  failed {self.failed}  {tail}"
 
 
 class StatusTracker:
     """Counts finished trials and the best value; ``total`` is set once the scheduler knows it.
 
     Args:
-        maximize: Whether a larger objective value is better.
+        directions: Each objective's direction; with several, the Pareto front's size is kept, not a best value.
         max_failures: The study's failure budget.
         imports: Whether the run is a whole-search import.
     """
 
-    def __init__(self, *, maximize: bool, max_failures: int, imports: bool) -> None:
-        self.maximize = maximize
+    def __init__(self, *, directions: list[str], max_failures: int, imports: bool) -> None:
+        self.directions = directions
+        self.maximize = directions[0] == "maximize"
         self.max_failures = max_failures
         self.imports = imports
         #: The trials the run aims at (None: not known, e.g. an import); set by the manager.
@@ -60,29 +62,33 @@ class StatusTracker:
         #: Finished (COMPLETE or PRUNED) and pruned trials, and the best COMPLETE value, at the last refresh.
         self.done = self.pruned = 0
         self.best: float | None = None
+        self.front: int | None = None
 
     def refresh(self, study: optuna.Study) -> None:
         """Count the study's trials again (all drivers' trials: the storage is the truth).
 
         Warm-start history (trials copied from an earlier study) is left out: the counts
-        and the best value are this study's own.
+        and the best value are this study's own. An infeasible trial is never the best.
         """
         from optuna.trial import TrialState
 
         done = pruned = 0
         best = None
         sign = 1 if self.maximize else -1
-        for t in study.get_trials(deepcopy=False):
-            if WARM_START_ATTR in t.user_attrs:
-                continue
+        own = [t for t in study.get_trials(deepcopy=False) if WARM_START_ATTR not in t.user_attrs]
+        for t in own:
             if t.state == TrialState.COMPLETE:
                 done += 1
-                if t.value is not None and (best is None or sign * t.value > sign * best):
+                if len(self.directions) > 1 or t.value is None or not feasible(t):
+                    continue
+                if best is None or sign * t.value > sign * best:
                     best = t.value
             elif t.state == TrialState.PRUNED:
                 done += 1
                 pruned += 1
         self.done, self.pruned, self.best = done, pruned, best
+        if len(self.directions) > 1:
+            self.front = len(pareto_front(own, self.directions))
 
     def snapshot(self, *, running: int, failures: int, interrupted: bool) -> StudyStatus:
         """A read-only :class:`StudyStatus` of now."""
@@ -97,6 +103,7 @@ class StatusTracker:
             pruned=self.pruned,
             failed=failures,
             best=self.best,
+            front=self.front,
             interrupted=interrupted,
             out_of_failures=out_of_failures,
             imports=self.imports,

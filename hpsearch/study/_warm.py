@@ -23,6 +23,7 @@ from hpsearch.errors import ConfigError
 from hpsearch.search._conditional import Conditions
 from hpsearch.storage import StudyLock, check_storage, mask_url, open_readonly_storage
 from hpsearch.storage import _optuna as ox
+from hpsearch.study._objectives import Objectives, dominates
 from hpsearch.study._scheduling import WARM_START_ATTR
 
 if TYPE_CHECKING:
@@ -244,22 +245,38 @@ def _best_trials(storage: Any, name: str, url: str, prepared: Prepared) -> list[
         raise ConfigError(
             f"{cfg.file}: warm_start: no study {name!r} in {mask_url(url)}; run it first or fix the name"
         ) from None
-    metric = storage.get_study_user_attrs(study_id).get("hpsearch.objective", cfg.objective.metric)
-    direction = storage.get_study_directions(study_id)[0].name.lower()
-    if metric != cfg.objective.metric or direction != cfg.objective.direction:
-        raise ConfigError(
-            f"{cfg.file}: warm_start: study {name!r} optimised {metric} ({direction}), this one "
-            f"{cfg.objective.metric} ({cfg.objective.direction}); warm-start from a study of the same objective"
-        )
-    sign = -1 if direction == "maximize" else 1
+    _check_same_objectives(storage, study_id, name, cfg)
+    directions = [o.direction for o in cfg.objectives]
     trials = [
         t
         for t in storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.COMPLETE,))
-        if t.value is not None and WARM_START_ATTR not in t.user_attrs
+        if t.values is not None and WARM_START_ATTR not in t.user_attrs
     ]
-    trials.sort(key=lambda t: (sign * t.value, t.number))
+    if len(directions) > 1:  # best first: by how many trials dominate it
+        trials.sort(key=lambda t: (sum(dominates(o.values, t.values, directions) for o in trials), t.number))
+    else:
+        sign = -1 if directions[0] == "maximize" else 1
+        trials.sort(key=lambda t: (sign * t.value, t.number))
     top = cfg.warm_start.top if cfg.warm_start else None
     return sorted(trials[:top], key=lambda t: t.number)
+
+
+def _check_same_objectives(storage: Any, study_id: int, name: str, cfg: StudyConfig) -> None:
+    """Refuse a source study with other objectives (metrics or directions) than this one."""
+    ours = [(o.metric, o.direction) for o in cfg.objectives]
+    directions = [d.name.lower() for d in storage.get_study_directions(study_id)]
+    metrics = storage.get_study_system_attrs(study_id).get("study:metric_names")
+    if not metrics or len(metrics) != len(directions):
+        single = storage.get_study_user_attrs(study_id).get("hpsearch.objective", cfg.first_objective.metric)
+        metrics = [single] if len(directions) == 1 else [f"objective {i}" for i in range(len(directions))]
+    theirs = list(zip(metrics, directions, strict=True))
+    if theirs != ours:
+        show = ", ".join(f"{m} ({d})" for m, d in theirs)
+        mine = ", ".join(f"{m} ({d})" for m, d in ours)
+        raise ConfigError(
+            f"{cfg.file}: warm_start: study {name!r} optimised {show}, this one {mine}; "
+            "warm-start from a study of the same objective"
+        )
 
 
 def seed_study(study: optuna.Study, prepared: Prepared, source: WarmSource | None, driver: str) -> None:
@@ -307,6 +324,7 @@ def _copies(prepared: Prepared, source: WarmSource, have: set[Any]) -> tuple[lis
 
     space, dists = prepared.config.search_space, prepared.distributions
     conditions = Conditions.of(prepared.config)
+    objectives = Objectives.of(prepared.config)
     new, skipped = [], 0
     for t in source.trials:
         tag = f"{source.name}#{t.number}"
@@ -323,10 +341,11 @@ def _copies(prepared: Prepared, source: WarmSource, have: set[Any]) -> tuple[lis
         new.append(
             optuna.trial.create_trial(
                 state=optuna.trial.TrialState.COMPLETE,
-                value=t.value,
+                values=t.values,
                 params=params,
                 distributions={k: dists[k] for k in params},
                 user_attrs=attrs,
+                system_attrs=_constraints(objectives, attrs.get("metrics") or {}),
             )
         )
     return new, skipped
@@ -341,3 +360,12 @@ def _enqueue(study: optuna.Study, points: list[dict[str, Any]]) -> None:
             have[key] -= 1
             continue
         study.enqueue_trial(point, user_attrs={ENQUEUED_ATTR: key})
+
+
+def _constraints(objectives: Objectives, metrics: dict[str, float]) -> dict[str, float]:
+    """This study's constraints on a copied trial, from its stored metrics (a metric it lacks: not judged)."""
+    if not objectives.constraints or any(
+        not isinstance(metrics.get(c.metric), (int, float)) for c in objectives.constraints
+    ):
+        return {}
+    return {f"constraints:{k}": v for k, v in objectives.violations(metrics).items()}

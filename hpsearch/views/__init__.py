@@ -58,6 +58,7 @@ from hpsearch.views._show import (
     SHOW_FORMATS,
     number_cell,
     short_names,
+    show_cell,
     show_columns,
     show_records,
 )
@@ -92,6 +93,7 @@ __all__ = [
     "load_result",
     "log_scaled",
     "number_cell",
+    "show_cell",
     "pbt_segments",
     "short_names",
     "show_columns",

@@ -76,12 +76,23 @@ class _Summary:
     best_params: dict[str, Any] = field(default_factory=dict)
     compute_s: float = 0.0
     curve: list[tuple[dt.datetime, float, float]] = field(default_factory=list)  # (time, value, best so far)
+    #: Several objectives: the Pareto front's (trial number, values); ``best`` stays None.
+    front: list[tuple[int, list[float]]] = field(default_factory=list)
 
 
-def summarise(trials: list[optuna.trial.FrozenTrial], maximize: bool) -> _Summary:
+def summarise(trials: list[optuna.trial.FrozenTrial], maximize: bool, directions: list[str] | None = None) -> _Summary:
+    """Counts, compute, and the best (feasible) value over time; with several ``directions``, the Pareto front."""
     from optuna.trial import TrialState
 
+    from hpsearch.study._objectives import feasible, pareto_front
+
     s = _Summary()
+    if directions is not None and len(directions) > 1:
+        own = [t for t in trials if WARM_START_ATTR not in t.user_attrs]
+        s.front = [(t.number, list(t.values)) for t in pareto_front(own, directions)]
+        trials, finished_ok = own, False
+    else:
+        finished_ok = True
     finished = []
     for t in trials:
         if WARM_START_ATTR in t.user_attrs:  # history copied from another study
@@ -89,7 +100,7 @@ def summarise(trials: list[optuna.trial.FrozenTrial], maximize: bool) -> _Summar
         if t.state == TrialState.COMPLETE:
             s.complete += 1
             s.done += 1
-            if t.value is not None and t.datetime_complete is not None:
+            if finished_ok and t.value is not None and t.datetime_complete is not None and feasible(t):
                 finished.append(t)
         elif t.state == TrialState.PRUNED:
             s.pruned += 1
@@ -131,6 +142,8 @@ def render_note(
     if description:
         lines += ["", _cell(description)]
     best = f"**{metric} = {_fmt(s.best)}** (trial {s.best_number})" if s.best is not None else "no complete trial yet"
+    if s.front:
+        best = f"a Pareto front of **{len(s.front)}** trials"
     lines += [
         "",
         f"{progress} · {s.running} running · {s.pruned} pruned · "
@@ -140,11 +153,21 @@ def render_note(
     ]
     if baselines:
         lines += _baseline_table(name, metric, method, maximize, s, baselines)
+    lines += _front_table(metric.split(", "), s.front)
     if s.best_params:
         lines += ["", "### Best params", "", "| param | value |", "|---|---|"]
         lines += [f"| {_cell(k)} | {_cell(_fmt(v, 6))} |" for k, v in s.best_params.items()]
     lines += ["", "### Study config", "", "```yaml", config_yaml.rstrip(), "```"]
     return "\n".join(lines) + "\n"
+
+
+def _front_table(names: list[str], front: list[tuple[int, list[float]]]) -> list[str]:
+    """The Pareto front as a Markdown table (nothing for a single-objective study)."""
+    if not front:
+        return []
+    out = ["", "### Pareto front", "", "| trial | " + " | ".join(map(_cell, names)) + " |"]
+    out += ["|---|" + "---|" * len(names)]
+    return out + [f"| {n} | " + " | ".join(_fmt(v) for v in values) + " |" for n, values in front]
 
 
 def _baseline_table(
@@ -323,7 +346,8 @@ class StudyNote(BaseCallback):
         from hpsearch.study._prepare import resolved_config_yaml
 
         cfg = self.manager.config
-        summary = summarise(study.get_trials(deepcopy=False), cfg.objective.direction == "maximize")
+        directions = [o.direction for o in cfg.objectives]
+        summary = summarise(study.get_trials(deepcopy=False), directions[0] == "maximize", list(directions))
         baselines = self.baselines(final=status.finished)
         if status.interrupted:
             state = "interrupted"
@@ -336,8 +360,8 @@ class StudyNote(BaseCallback):
         body = render_note(
             name=cfg.name,
             description=cfg.description,
-            metric=cfg.objective.metric,
-            direction=cfg.objective.direction,
+            metric=", ".join(o.metric for o in cfg.objectives),
+            direction=", ".join(o.direction for o in cfg.objectives),
             state=state,
             total=None if status.imports else status.total,
             summary=summary,
@@ -350,7 +374,7 @@ class StudyNote(BaseCallback):
             optuna_dashboard.save_note(study, body)
             self.last_body = body.replace(updated, "")
         if self.has_plotly and summary.curve:
-            fig = best_over_time_figure(cfg.name, cfg.objective.metric, summary, baselines)
+            fig = best_over_time_figure(cfg.name, cfg.first_objective.metric, summary, baselines)
             optuna_dashboard.save_plotly_graph_object(study, fig, graph_object_id=FIGURE_ID)
 
 

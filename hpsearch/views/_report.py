@@ -34,6 +34,13 @@ FIGURES = (
     ("intermediate-values", "Intermediate values", "What each trial reported per step; pruned trials stop early."),
     ("parallel-coordinates", "Parallel coordinates", "Every trial's params, coloured by its value."),
 )
+#: The first figure of a study with several objectives (the others then plot its first objective).
+PARETO_FIGURE = (
+    "pareto-front",
+    "Pareto front",
+    "Every complete trial on the objectives' axes; the front (no trial beats it in every objective) highlighted, "
+    "infeasible trials greyed.",
+)
 #: Per-study figures of a PBT study (``scheduler: {name: pbt}``), after :data:`FIGURES`.
 PBT_FIGURES = (
     (
@@ -96,18 +103,26 @@ def _figure(kind: str, study: optuna.Study) -> tuple[Any | None, str]:
     from optuna import visualization as vis
     from optuna.trial import TrialState
 
+    from hpsearch.study._objectives import study_metrics
+
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not complete:
         return None, "no complete trial yet"
+    # Several objectives: the single-objective figures plot the first one, named.
+    first: dict[str, Any] = {}
+    if len(study.directions) > 1:
+        first = {"target": lambda t: t.values[0], "target_name": study_metrics(study)[0]}
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
+            if kind == "pareto-front":
+                return vis.plot_pareto_front(study, target_names=study_metrics(study)), ""
             if kind == "optimization-history":
-                return vis.plot_optimization_history(study), ""
+                return vis.plot_optimization_history(study, **first), ""
             if kind == "param-importances":
                 if len(complete) < 2 or not any(t.params for t in complete):
                     return None, "needs at least 2 complete trials with params"
-                return vis.plot_param_importances(study), ""
+                return vis.plot_param_importances(study, **first), ""
             if kind == "intermediate-values":
                 if not any(t.intermediate_values for t in study.get_trials(deepcopy=False)):
                     return None, "no trial reported intermediate values (its trainer reports none)"
@@ -115,7 +130,7 @@ def _figure(kind: str, study: optuna.Study) -> tuple[Any | None, str]:
             if kind == "parallel-coordinates":
                 if not any(t.params for t in complete):
                     return None, "the trials have no params"
-                return vis.plot_parallel_coordinate(study), ""
+                return vis.plot_parallel_coordinate(study, **first), ""
     except Exception as e:  # noqa: BLE001 - one figure that cannot be drawn must not lose the report
         return None, one_line(f"cannot draw it: {e}")[:200]
     raise ValueError(kind)
@@ -247,7 +262,8 @@ def _study_section(index: int, s: _Study) -> str:
         f'<p class="sub">{_e(r["trainer"] or "optuna study")} · {_e(r["method"])} · best trial '
         f'{_e(fmt(r["best_trial"]))} · {_e(r["storage"])}</p><div class="grid">'
     ]
-    for kind, title, hint in FIGURES:
+    figures = ((PARETO_FIGURE,) if len(s.study.directions) > 1 else ()) + FIGURES
+    for kind, title, hint in figures:
         fig, why = _figure(kind, s.study)
         body = (
             _fig_html(_style(fig), f"fig-{index}-{kind}") if fig is not None else f'<div class="empty">{_e(why)}</div>'

@@ -76,8 +76,8 @@ def reproduce_trial(study: str | Path | StudyConfig, number: int, *, storage: st
     changes = environment_changes(stored_env, current_environment(folder)) if stored_env else []
     warning = f"environment differs from trial {number}'s: {'; '.join(changes)}" if changes else None
     stored = dict(trial.user_attrs.get("metrics") or {})
-    if not stored and trial.value is not None:
-        stored = {cfg.objective.metric: trial.value}
+    if not stored and trial.values is not None:
+        stored = dict(zip([o.metric for o in cfg.objectives], trial.values, strict=False))
     rerun = _rerun(cfg, dict(trial.params))
     rerun.study_name, rerun.number, rerun.stored, rerun.warning = result.study_name, number, stored, warning
     return rerun
@@ -157,8 +157,8 @@ def _rerun(cfg: StudyConfig, params: dict[str, Any]) -> Reproduction:
             raise ConfigError(f"{cfg.file}: the trial did not run in the scratch study")
         t = trials[-1]
         reproduced = dict(t.user_attrs.get("metrics") or {})
-        if not reproduced and t.value is not None:
-            reproduced = {cfg.objective.metric: t.value}
+        if not reproduced and t.values is not None:
+            reproduced = dict(zip([o.metric for o in cfg.objectives], t.values, strict=False))
         reason = t.user_attrs.get("fail_reason")
         out = Reproduction(cfg.name, t.number, {}, reproduced, state=t.state.name, params=dict(t.params))
         out.fail_reason = None if reason is None else str(reason)

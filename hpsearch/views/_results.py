@@ -44,20 +44,56 @@ class StudyResult:
             ) from None
 
     def _complete(self) -> list[optuna.trial.FrozenTrial]:
-        """The study's own COMPLETE trials (warm-start history copied from another study left out)."""
+        """The study's own feasible COMPLETE trials (warm-start history copied from another study left out)."""
         from optuna.trial import TrialState
 
+        from hpsearch.study._objectives import feasible
         from hpsearch.study._scheduling import WARM_START_ATTR
 
         trials = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        return [t for t in trials if WARM_START_ATTR not in t.user_attrs and t.value is not None]
+        return [t for t in trials if WARM_START_ATTR not in t.user_attrs and t.values is not None and feasible(t)]
+
+    @property
+    def metric_names(self) -> list[str]:
+        """The objectives' metric names, in order."""
+        from hpsearch.study._objectives import study_metrics
+
+        return study_metrics(self.study)
+
+    @property
+    def directions(self) -> list[str]:
+        """Each objective's direction (``maximize``/``minimize``), in order."""
+        return [d.name.lower() for d in self.study.directions]
+
+    @property
+    def multi_objective(self) -> bool:
+        return len(self.study.directions) > 1
+
+    @property
+    def best_trials(self) -> list[optuna.trial.FrozenTrial]:
+        """The Pareto front of the study's own feasible COMPLETE trials, by number.
+
+        With one objective: the trials that share the best value.
+        """
+        from hpsearch.study._objectives import pareto_front
+
+        return pareto_front(self._complete(), self.directions)
 
     @property
     def best_trial(self) -> optuna.trial.FrozenTrial:
-        """The best of the study's own COMPLETE trials (never a warm-start copy); the first one on a tie."""
+        """The best of the study's own feasible COMPLETE trials (never a warm-start copy); the first one on a tie.
+
+        Raises:
+            StorageError: No such trial yet, or the study has several objectives (see :attr:`best_trials`).
+        """
+        if self.multi_objective:
+            raise StorageError(
+                f"study {self.study_name!r} has {len(self.directions)} objectives ({', '.join(self.metric_names)}): "
+                "it has a Pareto front, not one best trial; use best_trials (`hpsearch best` prints the front)"
+            )
         own = self._complete()
         if not own:
-            raise StorageError(f"study {self.study_name!r} has no COMPLETE trial yet")
+            raise StorageError(f"study {self.study_name!r} has no feasible COMPLETE trial yet")
         sign = -1 if self.study.direction.name == "MAXIMIZE" else 1
         return min(own, key=lambda t: (sign * t.value, t.number))  # type: ignore[operator]
 
@@ -83,13 +119,18 @@ class StudyResult:
         import pandas as pd
 
         rows = []
+        multi, names = self.multi_objective, self.metric_names
+        front = {t.number for t in self.best_trials} if multi else set()
         for t in self.study.get_trials(deepcopy=False):
-            row: dict[str, Any] = {
-                "number": t.number,
-                "state": t.state.name,
-                "value": t.value,
-                "duration_s": t.duration.total_seconds() if t.duration else None,
-            }
+            row: dict[str, Any] = {"number": t.number, "state": t.state.name}
+            if multi:
+                row.update({f"values_{m}": v for m, v in zip(names, t.values or [None] * len(names), strict=True)})
+                row["pareto"] = t.number in front
+            else:
+                row["value"] = t.value
+            if t.constraints:
+                row["feasible"] = all(v <= 0 for v in t.constraints.values())
+            row["duration_s"] = t.duration.total_seconds() if t.duration else None
             row.update({f"params_{k}": v for k, v in t.params.items()})
             for k, v in (t.user_attrs.get("metrics") or {}).items():
                 row[f"metric_{k}"] = v
@@ -99,10 +140,13 @@ class StudyResult:
             row["fail_reason"] = t.user_attrs.get("fail_reason")
             rows.append(row)
         frame = pd.DataFrame(rows)
-        if best_first and len(frame):
+        if best_first and len(frame) and multi:
+            frame = frame.sort_values(["pareto", "number"], ascending=[False, True]).reset_index(drop=True)
+        elif best_first and len(frame):
             desc = self.study.direction.name == "MAXIMIZE"
-            frame = frame.sort_values(["value", "number"], ascending=[not desc, True], na_position="last")
-            frame = frame.reset_index(drop=True)
+            keys = ["value", "number"] if "feasible" not in frame else ["feasible", "value", "number"]
+            up = [not desc, True] if "feasible" not in frame else [False, not desc, True]
+            frame = frame.sort_values(keys, ascending=up, na_position="last").reset_index(drop=True)
         return frame
 
     def trial(self, number: int) -> optuna.trial.FrozenTrial:

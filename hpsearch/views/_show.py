@@ -1,6 +1,8 @@
 """``hpsearch show``: the trial table, readable at 80 columns.
 
-By default the table holds the trial number, state, value, every param, the duration,
+By default the table holds the trial number, state, value (with several objectives: one
+column per objective, and ``front`` marking the Pareto front with ``*``), ``feasible``
+(``no`` for a trial that breaks a constraint), every param, the duration,
 the host and the failure reason, minus the columns that are empty or the same in every
 row (``--all`` keeps them; ``--columns`` picks them). Numbers are shown with about 4
 significant digits (``1.515e-04``, ``0.8617``, ``12.5``); long param names are cut
@@ -18,20 +20,24 @@ from hpsearch.errors import ConfigError
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["SHOW_FORMATS", "number_cell", "show_columns", "short_names", "show_records"]
+__all__ = ["SHOW_FORMATS", "number_cell", "show_cell", "show_columns", "short_names", "show_records"]
 
 SHOW_FORMATS = ("table", "csv", "json", "markdown")
 #: Columns always kept (never dropped as constant): they identify a row.
-_KEEP = ("number", "value")
+_KEEP = ("number", "value", "pareto")
 #: Longest header shown as it is.
 _MAX_NAME = 10
 #: Shorter headers for the fixed columns.
-_HEADERS = {"duration_s": "time_s", "fail_reason": "reason"}
+_HEADERS = {"duration_s": "time_s", "fail_reason": "reason", "pareto": "front"}
+#: How the flag columns read in the table: the Pareto front starred, infeasible trials "no".
+_FLAGS = {"pareto": {True: "*", False: ""}, "feasible": {True: "", False: "no"}}
 
 
 def _base(frame: pd.DataFrame) -> list[str]:
     params = [c for c in frame.columns if c.startswith("params_")]
-    return [c for c in ["number", "state", "value", *params, "duration_s", "host", "fail_reason"] if c in frame]
+    values = [c for c in frame.columns if c.startswith("values_")]
+    order = ["number", "state", "value", *values, "pareto", "feasible", *params, "duration_s", "host", "fail_reason"]
+    return [c for c in order if c in frame]
 
 
 def _empty(v: Any) -> bool:
@@ -46,7 +52,7 @@ def show_columns(frame: pd.DataFrame, *, all_columns: bool = False, columns: lis
     """
     base = _base(frame)
     if columns:
-        known = {c.removeprefix("params_"): c for c in base} | {c: c for c in base}
+        known = {c.removeprefix("params_").removeprefix("values_"): c for c in base} | {c: c for c in base}
         unknown = [c for c in columns if c not in known]
         if unknown:
             shown = ", ".join(c.removeprefix("params_") for c in base)
@@ -65,7 +71,7 @@ def show_columns(frame: pd.DataFrame, *, all_columns: bool = False, columns: lis
 def short_names(columns: list[str]) -> list[str]:
     """Headers for ``columns``: params without ``params_``, long ones cut so the table stays narrow,
     each header distinct (a cut that two names share keeps more of their heads)."""
-    names = [_HEADERS.get(c, c.removeprefix("params_")) for c in columns]
+    names = [_HEADERS.get(c, c.removeprefix("params_").removeprefix("values_")) for c in columns]
     out = [_cut(name, names, (_MAX_NAME - 1) // 2) for name in names]
     for head in range((_MAX_NAME - 1) // 2 + 1, _MAX_NAME - 1):
         clashes = {n for n in out if out.count(n) > 1}
@@ -97,7 +103,15 @@ def number_cell(v: Any) -> str:
     return f"{v:.4g}"
 
 
+def show_cell(column: str, v: Any) -> str:
+    """A table cell: the flag columns as :data:`_FLAGS` reads them, else :func:`number_cell`."""
+    flags = _FLAGS.get(column)
+    if flags is not None and isinstance(v, bool):
+        return flags[v]
+    return number_cell(v)
+
+
 def show_records(frame: pd.DataFrame, columns: list[str]) -> list[dict[str, Any]]:
     """The rows as records with full column names and stored values (for csv, json, markdown)."""
     records = frame[columns].astype(object).where(frame[columns].notna(), None).to_dict(orient="records")
-    return [{c.removeprefix("params_"): r[c] for c in columns} for r in records]
+    return [{c.removeprefix("params_").removeprefix("values_"): r[c] for c in columns} for r in records]
