@@ -20,7 +20,7 @@ def _loc(loc: tuple[Any, ...]) -> str:
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part in ("float", "int", "categorical", "function-after[_check()]"):
+        elif part in ("float", "int", "categorical", "one", "several", "function-after[_check()]"):
             continue  # discriminator tags and validator names are noise to users
         else:
             out += f".{part}" if out else str(part)

@@ -16,7 +16,9 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    Discriminator,
     Field,
+    Tag,
     field_validator,
     model_validator,
 )
@@ -369,7 +371,10 @@ class StudyConfig(_Model):
     storage: str | None = None
     artifacts: str | None = None
     #: One objective, or a list of them (a multi-objective study: its result is a Pareto front).
-    objective: ObjectiveConfig | list[ObjectiveConfig] = Field(default_factory=ObjectiveConfig)
+    objective: Annotated[
+        Annotated[ObjectiveConfig, Tag("one")] | Annotated[list[ObjectiveConfig], Tag("several")],
+        Discriminator(lambda v: "several" if isinstance(v, list) else "one"),
+    ] = Field(default_factory=ObjectiveConfig)
     #: Bounds on metrics: trials that break one are infeasible (Optuna's trial constraints).
     constraints: list[ConstraintConfig] = Field(default_factory=list)
     sampler: SamplerConfig = Field(default_factory=SamplerConfig)

@@ -184,9 +184,9 @@ def check_objective(trainer: BaseTrainer, cfg: StudyConfig) -> None:
     if known is None:
         return
     fields = [
-        ("objective" if not cfg.multi_objective else f"objective.{i}", o.metric) for i, o in enumerate(cfg.objectives)
+        ("objective" if not cfg.multi_objective else f"objective[{i}]", o.metric) for i, o in enumerate(cfg.objectives)
     ]
-    fields += [(f"constraints.{i}", c.metric) for i, c in enumerate(cfg.constraints)]
+    fields += [(f"constraints[{i}]", c.metric) for i, c in enumerate(cfg.constraints)]
     for field, metric in fields:
         if metric not in known:
             raise ConfigError(
