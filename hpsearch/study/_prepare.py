@@ -94,6 +94,7 @@ def prepare(cfg: StudyConfig, *, check_trainer: bool = True) -> Prepared:
     if check_trainer:
         try:
             trainer.validate(set(cfg.search_space))
+            trainer.validate_space(cfg.search_space)
         except HpsearchError as e:
             raise _prefixed(e, file) from None
         check_objective(trainer, cfg)
@@ -122,6 +123,7 @@ def check_pbt(cfg: StudyConfig, trainer: BaseTrainer, checkpoints: CheckpointSto
             f"{file}: pruner.name: PBT decides itself which members stop (exploit); remove the pruner "
             f"({cfg.pruner.name!r}) or use scheduler: sampler"
         )
+    _check_pbt_objective(cfg, trainer)
     if checkpoints is None:
         raise ConfigError(
             f"{file}: checkpoints: PBT needs checkpoints; set checkpoints.enabled: true (and, on a "
@@ -176,6 +178,20 @@ def checkpoint_store(cfg: StudyConfig) -> CheckpointStore | None:
                 "check the URI and its credentials, or give a folder"
             ) from None
     return CheckpointStore(root, cfg.name, keep=c.keep)
+
+
+def _check_pbt_objective(cfg: StudyConfig, trainer: BaseTrainer) -> None:
+    """Refuse PBT on a torch trainer's cost metric: it is measured once, after training, never per step."""
+    if trainer.kind not in ("text_classification", "image_classification"):
+        return
+    from hpsearch.trainers.torch import COST_METRICS
+
+    metric = cfg.first_objective.metric
+    if metric in COST_METRICS:
+        raise ConfigError(
+            f"{cfg.file}: objective.metric: PBT ranks members by what they report each step, and {metric!r} is "
+            "measured once, after training; use a validation metric (accuracy, f1_macro, loss) with PBT"
+        )
 
 
 def check_objective(trainer: BaseTrainer, cfg: StudyConfig) -> None:

@@ -18,6 +18,7 @@ import abc
 import os
 import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
@@ -331,6 +332,10 @@ class BaseTrainer(abc.ABC):
                 f"search_space.{unknown[0]}: trainer {self.kind!r} has no parameter "
                 f"{unknown[0]!r}; tunable parameters are: {', '.join(sorted(self.tunable))}"
             )
+
+    def validate_space(self, space: Mapping[str, Any]) -> None:  # noqa: B027 - an optional hook
+        """Check the search space's values against what the trainer can run (e.g. a layer count
+        within the model's); raise :class:`hpsearch.ConfigError` naming ``search_space.<name>``."""
 
     def metrics(self) -> frozenset[str] | None:
         """The metric names a trial returns that ``objective.metric`` may name.

@@ -377,8 +377,8 @@ class ImageClassificationTrainer(TorchClassifierTrainer[ImageClassificationSetti
     def start_run(self, s: ImageClassificationSettings, ctx: TrialContext, rank: int) -> ClassifierRun:
         """Load and split the images, build the model and this rank's batch augmenter.
 
-        Adds the ``n_parameters`` metric; keeps data sizes, labels, the
-        augmentation and ``n_parameters`` as trial attributes.
+        Keeps data sizes, labels and the augmentation as trial attributes (the
+        parameter count is the shared ``params`` metric).
         """
         from hpsearch.data._augment import BatchAugmenter
 
@@ -388,11 +388,9 @@ class ImageClassificationTrainer(TorchClassifierTrainer[ImageClassificationSetti
         augmentation = s.augmentation()
         # Each rank draws its own augmentations; the same seed repeats them.
         augmenter = BatchAugmenter(augmentation, num_classes=len(splits.label_names), seed=s.seed * 1009 + rank)
-        n_parameters = sum(p.numel() for p in model.parameters())
         ctx.set_user_attr("data_sizes", splits.sizes())
         ctx.set_user_attr("label_names", list(splits.label_names))
         ctx.set_user_attr("augmentation", augmentation.model_dump(mode="json"))
-        ctx.set_user_attr("n_parameters", n_parameters)
         return ClassifierRun(
             model=model,
             train=_ImageDataset(splits.train),
@@ -404,7 +402,6 @@ class ImageClassificationTrainer(TorchClassifierTrainer[ImageClassificationSetti
             forward=_image_forward,
             train_transform=augmenter if augmenter.active else None,
             test_batch_size=max(s.batch_size, 256),
-            extra_metrics={"n_parameters": float(n_parameters)},
             state={"config": config, "augmentation": augmentation, "train": splits.train},
         )
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -50,7 +50,8 @@ class TextClassificationSettings(TrainerSettings, TorchTrainingSettings):
     ``model_config`` (YAML key) builds a randomly initialised model of that
     config (``model_type`` defaults to ``bert``) instead of loading weights;
     the tokenizer still comes from ``model``. Dropouts left at None keep the
-    model's own values.
+    model's own values. ``num_layers`` keeps the first N encoder layers (the
+    later layers' weights are not loaded), so accuracy trades against latency.
     """
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True, protected_namespaces=())
@@ -69,6 +70,9 @@ class TextClassificationSettings(TrainerSettings, TorchTrainingSettings):
     hidden_dropout: float | None = Field(None, ge=0, lt=1)
     attention_dropout: float | None = Field(None, ge=0, lt=1)
     classifier_dropout: float | None = Field(None, ge=0, lt=1)
+    num_layers: int | None = Field(
+        None, ge=1, description="Keep the model's first N encoder layers (num_hidden_layers); None: all."
+    )
     aug_mask_prob: float = Field(0.0, ge=0, le=1)
     aug_delete_prob: float = Field(0.0, ge=0, le=1)
     aug_swap_prob: float = Field(0.0, ge=0, le=1)
@@ -82,6 +86,7 @@ _TEXT_TUNABLES = frozenset(
         "hidden_dropout",
         "attention_dropout",
         "classifier_dropout",
+        "num_layers",
         "aug_mask_prob",
         "aug_delete_prob",
         "aug_swap_prob",
@@ -117,6 +122,77 @@ def _model_error(name: str, err: BaseException) -> str:
             "point trainer.model at a local folder, or set HF_HOME to a cache that has it"
         )
     return f"trainer.model: cannot load {name!r}: {one_line(str(err))}"
+
+
+def _apply_dropouts(config: Any, s: TextClassificationSettings) -> None:
+    for setting, attrs in DROPOUT_ATTRS.items():
+        value = getattr(s, setting)
+        if value is None:
+            continue
+        for attr in attrs:
+            if hasattr(config, attr):
+                setattr(config, attr, value)
+
+
+def _layer_count(config: Any, *, field: str) -> int:
+    """The model's encoder layers (``num_hidden_layers``); a ConfigError naming ``field`` if it has none."""
+    total = getattr(config, "num_hidden_layers", None)
+    if not isinstance(total, int):
+        raise ConfigError(
+            f"{field}: the {config.model_type!r} model's config has no num_hidden_layers, "
+            "so its layers cannot be cut; remove num_layers"
+        )
+    return total
+
+
+def _check_layers(num_layers: int, total: int, *, field: str) -> None:
+    if num_layers > total:
+        raise ConfigError(f"{field}: {num_layers} is more than the model's {total} encoder layers; use 1 to {total}")
+
+
+def _keep_layers(config: Any, num_layers: int | None, *, field: str) -> None:
+    """Keep the first ``num_layers`` layers of ``config``'s model (None: all of them).
+
+    Set on the config before the weights load, so the model is built with that many
+    layers and only their weights are read (the later layers' are left out); a resumed
+    trial builds the same model before its checkpoint loads.
+    """
+    if num_layers is None:
+        return
+    _check_layers(num_layers, _layer_count(config, field=field), field=field)
+    config.num_hidden_layers = num_layers
+    layer_types = getattr(config, "layer_types", None)
+    if isinstance(layer_types, list):  # per-layer kinds (some decoders): keep the first N too
+        config.layer_types = layer_types[:num_layers]
+
+
+def _int_values(spec: Any) -> list[int]:
+    """The integers a search-space entry may reach: its ``high``, or its integer ``choices``."""
+    get = spec.get if isinstance(spec, Mapping) else lambda key: getattr(spec, key, None)
+    high = get("high")
+    if high is not None:
+        return [int(high)]
+    return [c for c in get("choices") or [] if isinstance(c, int) and not isinstance(c, bool)]
+
+
+def _plain_config(s: TextClassificationSettings, model_path: Callable[[], str]) -> Any:
+    """The model's config, without weights: ``model_config``'s or the saved model's.
+
+    Raises:
+        ConfigError: naming ``trainer.model_config`` or ``trainer.model``.
+    """
+    from transformers import AutoConfig
+
+    if s.model_overrides is not None:
+        overrides = dict(s.model_overrides)
+        try:
+            return AutoConfig.for_model(overrides.pop("model_type", "bert"), **overrides)
+        except (ValueError, TypeError) as err:
+            raise ConfigError(f"trainer.model_config: {one_line(str(err))}") from err
+    try:
+        return AutoConfig.from_pretrained(model_path(), trust_remote_code=s.trust_remote_code)
+    except (OSError, ValueError) as err:
+        raise ConfigError(_model_error(s.model, err)) from err
 
 
 class TextClassificationTrainer(TorchClassifierTrainer[TextClassificationSettings]):
@@ -188,16 +264,10 @@ class TextClassificationTrainer(TorchClassifierTrainer[TextClassificationSetting
             raise ConfigError(f"trainer.dataset: cannot read {s.dataset!r}: {err}") from err
         return splits, stats
 
-    def _apply_dropouts(self, config: Any, s: TextClassificationSettings) -> None:
-        for setting, attrs in DROPOUT_ATTRS.items():
-            value = getattr(s, setting)
-            if value is None:
-                continue
-            for attr in attrs:
-                if hasattr(config, attr):
-                    setattr(config, attr, value)
-
-    def _build_model(self, s: TextClassificationSettings, label_names: tuple[str, ...], tokenizer: Any) -> Any:
+    def _build_model(
+        self, s: TextClassificationSettings, label_names: tuple[str, ...], tokenizer: Any, *, layers_field: str
+    ) -> Any:
+        """The model of one trial; ``layers_field`` is where a bad ``num_layers`` came from."""
         from transformers import AutoModelForSequenceClassification
         from transformers.utils import logging as hf_logging
 
@@ -212,13 +282,17 @@ class TextClassificationTrainer(TorchClassifierTrainer[TextClassificationSetting
         }
         if s.model_overrides is not None:
             config = self._config_from_overrides(s, labels, tokenizer)
+            _keep_layers(config, s.num_layers, field=layers_field)
             return AutoModelForSequenceClassification.from_config(config)
         path = self.model_path()
         try:
             config = self._pretrained_config(s, labels, tokenizer)
+            _keep_layers(config, s.num_layers, field=layers_field)
             return AutoModelForSequenceClassification.from_pretrained(
                 path, config=config, trust_remote_code=s.trust_remote_code
             )
+        except ConfigError:
+            raise
         except (OSError, ValueError) as err:
             raise TrainerError(_model_error(s.model, err)) from err
 
@@ -232,7 +306,7 @@ class TextClassificationTrainer(TorchClassifierTrainer[TextClassificationSetting
         config = AutoConfig.for_model(model_type, **overrides, **labels)
         if tokenizer.pad_token_id is not None:
             config.pad_token_id = tokenizer.pad_token_id
-        self._apply_dropouts(config, s)
+        _apply_dropouts(config, s)
         return config
 
     def _pretrained_config(self, s: TextClassificationSettings, labels: dict[str, Any], tokenizer: Any) -> Any:
@@ -242,24 +316,20 @@ class TextClassificationTrainer(TorchClassifierTrainer[TextClassificationSetting
         config = AutoConfig.from_pretrained(self.model_path(), trust_remote_code=s.trust_remote_code, **labels)
         if getattr(config, "pad_token_id", None) is None:
             config.pad_token_id = tokenizer.pad_token_id
-        self._apply_dropouts(config, s)
+        _apply_dropouts(config, s)
         return config
 
     # ------------------------------------------------------------ BaseTrainer
 
     def warm(self) -> None:
         """Import torch, the shared loop and this model's transformers classes; load the tokenizer."""
-        from transformers import AutoConfig
         from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING
 
         import hpsearch.data._text  # noqa: F401
 
         super().warm()
         s = self.settings
-        if s.model_overrides is not None:
-            config = AutoConfig.for_model(s.model_overrides.get("model_type", "bert"))
-        else:
-            config = AutoConfig.from_pretrained(self.model_path(), trust_remote_code=s.trust_remote_code)
+        config = _plain_config(s, self.model_path)
         if type(config) in MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING:
             MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING[type(config)]  # imports the modeling module
         self._load_tokenizer()
@@ -274,7 +344,9 @@ class TextClassificationTrainer(TorchClassifierTrainer[TextClassificationSetting
         super().validate(param_names)
         s = self.settings
         tokenizer = self._load_tokenizer()
-        self._check_config(s)
+        config = self._check_config(s)
+        if "num_layers" in param_names:  # its range is checked by validate_space
+            _layer_count(config, field="search_space.num_layers")
         uses_mask = s.aug_mask_prob > 0 or "aug_mask_prob" in param_names
         if uses_mask and tokenizer.mask_token_id is None:
             raise ConfigError(
@@ -283,27 +355,30 @@ class TextClassificationTrainer(TorchClassifierTrainer[TextClassificationSetting
             )
         self._load_splits(s)
 
-    def _check_config(self, s: TextClassificationSettings) -> None:
-        """The model's config loads (or ``model_config`` builds one) and fits ``max_length``."""
-        from transformers import AutoConfig
-
-        if s.model_overrides is not None:
-            overrides = dict(s.model_overrides)
-            try:
-                AutoConfig.for_model(overrides.pop("model_type", "bert"), **overrides)
-            except (ValueError, TypeError) as err:
-                raise ConfigError(f"trainer.model_config: {one_line(str(err))}") from err
-            return
-        try:
-            config = AutoConfig.from_pretrained(self.model_path(), trust_remote_code=s.trust_remote_code)
-        except (OSError, ValueError) as err:
-            raise ConfigError(_model_error(s.model, err)) from err
+    def _check_config(self, s: TextClassificationSettings) -> Any:
+        """The model's config (no weights), checked against ``max_length`` and ``num_layers``."""
+        config = _plain_config(s, self.model_path)
         limit = getattr(config, "max_position_embeddings", None)
-        if limit is not None and s.max_length > limit:
+        if s.model_overrides is None and limit is not None and s.max_length > limit:
             raise ConfigError(
                 f"trainer.max_length: {s.max_length} exceeds the model's "
                 f"max_position_embeddings ({limit}); use at most {limit}"
             )
+        if s.num_layers is not None:
+            _check_layers(s.num_layers, _layer_count(config, field="trainer.num_layers"), field="trainer.num_layers")
+        return config
+
+    def validate_space(self, space: Mapping[str, Any]) -> None:
+        """Refuse a ``search_space.num_layers`` that reaches past the model's layers (its config only).
+
+        Raises:
+            ConfigError: naming ``search_space.num_layers``.
+        """
+        if "num_layers" not in space:
+            return
+        total = _layer_count(_plain_config(self.settings, self.model_path), field="search_space.num_layers")
+        for value in _int_values(space["num_layers"]):
+            _check_layers(value, total, field="search_space.num_layers")
 
     @staticmethod
     def load_model(path: str | Path) -> tuple[Any, Any]:
@@ -342,7 +417,8 @@ class TextClassificationTrainer(TorchClassifierTrainer[TextClassificationSetting
         t0 = time.perf_counter()
         tokens = tokenize_splits(splits, tokenizer, max_length=s.max_length, cache_dir=self.cache_dir / "tokens")
         time_tokenize = time.perf_counter() - t0
-        model = self._build_model(s, splits.label_names, tokenizer)
+        layers_field = "search_space.num_layers" if "num_layers" in ctx.params else "trainer.num_layers"
+        model = self._build_model(s, splits.label_names, tokenizer, layers_field=layers_field)
         _record_data(ctx, splits, stats, tokens)
         train_collate, eval_collate = _collators(s, tokenizer)
         has_test = splits.test is not None and tokens.test is not None
@@ -381,8 +457,20 @@ def _collators(s: TextClassificationSettings, tokenizer: Any) -> tuple[PadCollat
     return PadCollator(pad_id, augmenter=augmenter, seed=s.seed), PadCollator(pad_id)
 
 
-def _record_data(ctx: TrialContext, splits: TextSplits, stats: CleaningStats, tokens: TokenizedSplits) -> None:
-    """Trial attributes describing the data this trial trained on."""
+def _record_data(
+    ctx: TrialContext,
+    splits: TextSplits,
+    stats: CleaningStats,
+    tokens: TokenizedSplits,
+    settings: TextClassificationSettings | None = None,
+) -> None:
+    """Trial attributes describing the data this trial trained on, and what it was evaluated on.
+
+    ``evaluation`` (see :func:`hpsearch.data._splits.evaluation_record`) hashes the validation
+    texts, so a scikit-learn study on the same holdout (``validation: holdout``) matches it.
+    """
+    from hpsearch.data._splits import EVALUATION_ATTR, evaluation_record, ids_hash, text_ids
+
     ctx.set_user_attr("data_sizes", splits.sizes())
     ctx.set_user_attr("label_names", list(splits.label_names))
     ctx.set_user_attr(
@@ -390,3 +478,17 @@ def _record_data(ctx: TrialContext, splits: TextSplits, stats: CleaningStats, to
         {"raw": stats.raw, "duplicates": stats.duplicates, "conflicting": stats.conflicting_texts},
     )
     ctx.set_user_attr("tokenize_cache_hit", tokens.cache_hit)
+    s = settings
+    ctx.set_user_attr(
+        EVALUATION_ATTR,
+        evaluation_record(
+            s.dataset if s is not None else "",
+            split="holdout",
+            examples=len(splits.val),
+            val_hash=ids_hash(text_ids(splits.val.texts)),
+            max_examples=s.max_examples if s is not None else None,
+            val_fraction=s.val_fraction if s is not None else None,
+            test_fraction=s.test_fraction if s is not None and s.test_fraction > 0 else None,
+            data_seed=s.data_seed if s is not None else None,
+        ),
+    )

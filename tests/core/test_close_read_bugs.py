@@ -95,7 +95,11 @@ def test_sklearn_cv_metric_typo_exits_2_before_writing(write_study, tmp_path):
 
 @pytest.mark.parametrize(
     "text, returns",
-    [(TEXT, "accuracy, f1_macro, loss, val_loss"), (IMAGE, "accuracy, f1_macro, loss, val_loss"), (SEARCH, "accuracy")],
+    [
+        (TEXT, "accuracy, f1_macro, latency_ms, loss, params, peak_memory_mb, train_compute_s, val_loss"),
+        (IMAGE, "accuracy, f1_macro, latency_ms, loss, params, peak_memory_mb, train_compute_s, val_loss"),
+        (SEARCH, "accuracy"),
+    ],
     ids=["text_classification", "image_classification", "sklearn_search"],
 )
 def test_builtin_trainer_metric_typo_is_a_config_error(text, returns, write_study, tmp_path):
@@ -104,6 +108,9 @@ def test_builtin_trainer_metric_typo_is_a_config_error(text, returns, write_stud
         hpsearch.run_study(str(path))
     assert returns in str(err.value)
     assert _files(tmp_path) == ["study.yaml"]
+
+
+COSTS = ("latency_ms", "params", "peak_memory_mb", "train_compute_s")
 
 
 def test_every_builtin_trainer_declares_its_metrics(tmp_path):
@@ -127,8 +134,8 @@ def test_every_builtin_trainer_declares_its_metrics(tmp_path):
         "python": None,  # a user function's keys are known only when it returns
         "sklearn_cv": frozenset({"f1_macro", "f1_macro_std", "fit_time"}),
         "sklearn_search": frozenset({"accuracy", "r2"}),
-        "text_classification": frozenset({"accuracy", "f1_macro", "loss", "val_loss"}),
-        "image_classification": frozenset({"accuracy", "f1_macro", "loss", "val_loss"}),
+        "text_classification": frozenset({"accuracy", "f1_macro", "loss", "val_loss", *COSTS}),
+        "image_classification": frozenset({"accuracy", "f1_macro", "loss", "val_loss", *COSTS}),
     }
 
 
@@ -152,13 +159,28 @@ def test_python_trainer_missing_metric_still_fails_its_trials_naming_the_key(wri
 @pytest.mark.parametrize(
     "extra, field",
     [
-        ("sampler: {name: tpe, options: {n_startup_trials: 3, n_ei: 5}}", "sampler.options.n_ei: TPESampler has no option 'n_ei'"),
-        ("sampler: {name: random, options: {seed: 3, sed: 1}}", "sampler.options.sed: RandomSampler has no option 'sed'"),
+        (
+            "sampler: {name: tpe, options: {n_startup_trials: 3, n_ei: 5}}",
+            "sampler.options.n_ei: TPESampler has no option 'n_ei'",
+        ),
+        (
+            "sampler: {name: random, options: {seed: 3, sed: 1}}",
+            "sampler.options.sed: RandomSampler has no option 'sed'",
+        ),
         ("sampler: {name: grid, options: {seed: 3}}", "sampler.options.seed: set by sampler.seed"),
-        ("pruner: {name: median, options: {n_startup_trials: 2, n_warmup_steps: x}}", "pruner.options.n_warmup_steps: "),
+        (
+            "pruner: {name: median, options: {n_startup_trials: 2, n_warmup_steps: x}}",
+            "pruner.options.n_warmup_steps: ",
+        ),
         ("pruner: {name: asha, options: {min_resource: 2, reduction_factor: x}}", "pruner.options.reduction_factor: "),
     ],
-    ids=["sampler_second_name", "sampler_seed_then_bad", "grid_seed_option", "pruner_second_value", "asha_second_value"],
+    ids=[
+        "sampler_second_name",
+        "sampler_seed_then_bad",
+        "grid_seed_option",
+        "pruner_second_value",
+        "asha_second_value",
+    ],
 )
 def test_bad_option_among_several_is_named(extra, field, write_study, tmp_path):
     text = PYTHON_STUDY + extra + "\n"
@@ -183,19 +205,21 @@ def test_run_study_refuses_n_trials_with_more(write_study, tmp_path):
 
 # ------------------------------------------------- 4. export --best / --trial N
 
-SAVES = '''
+SAVES = """
 def saves(params, ctx):
     folder = ctx.artifact_dir / "model"
     folder.mkdir()
     (folder / "trial.txt").write_text(str(ctx.trial_number))
     # minimize: trials 0 and 2 are each the best so far and keep their model; trial 1 is worse.
     return 20.0 if ctx.trial_number == 1 else 10.0 - ctx.trial_number
-'''
+"""
 
 
 def test_export_best_or_a_chosen_trial(write_study, tmp_path):
-    path = write_study(PYTHON_STUDY.replace("n_trials: 2", "n_trials: 3").replace("obj.py:quadratic", "obj.py:saves"),
-                       **{"obj.py": SAVES})
+    path = write_study(
+        PYTHON_STUDY.replace("n_trials: 2", "n_trials: 3").replace("obj.py:quadratic", "obj.py:saves"),
+        **{"obj.py": SAVES},
+    )
     assert run_cli("run", path, "-q", cwd=tmp_path, timeout=120).returncode == 0
     default = run_cli("export", path, tmp_path / "default", cwd=tmp_path)
     assert default.returncode == 0, default.stderr
@@ -339,8 +363,15 @@ def test_a_waiter_on_a_removed_lock_file_locks_the_new_one(tmp_path):
 
 def test_bad_retry_variable_does_not_break_import_and_is_one_line(write_study, tmp_path):
     env = {**os.environ, "HPSEARCH_STORAGE_RETRY_S": "soon"}
-    imp = subprocess.run([sys.executable, "-c", "import hpsearch, hpsearch.storage._mirror"], cwd=REPO, env=env, check=False,
-                         capture_output=True, text=True, timeout=120)
+    imp = subprocess.run(
+        [sys.executable, "-c", "import hpsearch, hpsearch.storage._mirror"],
+        cwd=REPO,
+        env=env,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert imp.returncode == 0, imp.stderr[-2000:]
     path = write_study(PYTHON_STUDY, **{"obj.py": OBJECTIVES})
     res = run_cli("run", path, cwd=tmp_path, env={"HPSEARCH_STORAGE_RETRY_S": "soon"}, timeout=120)
@@ -359,7 +390,9 @@ def test_retry_variable_is_read_when_a_storage_is_made(monkeypatch):
     monkeypatch.delenv("HPSEARCH_STORAGE_RETRY_S")
     assert storage_retry_s() == 60.0
     monkeypatch.setenv("HPSEARCH_STORAGE_RETRY_S", "-1")
-    with pytest.raises(hpsearch.ConfigError, match="HPSEARCH_STORAGE_RETRY_S: expected a number of seconds >= 0, got '-1'"):
+    with pytest.raises(
+        hpsearch.ConfigError, match="HPSEARCH_STORAGE_RETRY_S: expected a number of seconds >= 0, got '-1'"
+    ):
         storage_retry_s()
 
 

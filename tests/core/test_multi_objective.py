@@ -313,3 +313,49 @@ def test_kill_9_of_a_multi_objective_study_then_the_rerun_completes_it(tmp_path)
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     assert len(complete) == 4 and all(len(t.values) == 2 and "cost" in t.constraints for t in complete)
     assert [t.user_attrs.get("fail_reason") for t in trials if t.state == TrialState.FAIL] == ["orphaned"]
+
+
+def test_the_dashboard_serves_the_named_objectives_and_the_front(tmp_path):
+    """The real optuna-dashboard over the study: its API names both objectives and marks the front."""
+    from tests.dashboard.helpers import dashboard
+
+    result = _run(_write(tmp_path, _study(n_trials=6)))
+    front = {t.number for t in result.best_trials}
+    with dashboard("s.yaml", cwd=tmp_path) as dash:
+        sid = dash.study_id("mo")
+        detail = dash.get_json(f"/api/studies/{sid}?after=0")
+    assert detail["objective_names"] == ["f1", "f2"]  # type: ignore[index]
+    assert [d for d in detail["directions"]] == ["minimize", "minimize"]  # type: ignore[index]
+    assert {t["number"] for t in detail["best_trials"]} == front  # type: ignore[index]
+
+
+def _hv_2d(points: list[tuple[float, float]], ref: tuple[float, float]) -> float:
+    """The area two minimised objectives' points dominate up to ``ref``, by a sweep written here."""
+    area, y_prev = 0.0, ref[1]
+    for x, y in sorted(p for p in points if p[0] < ref[0] and p[1] < ref[1]):
+        if y < y_prev:
+            area += (ref[0] - x) * (y_prev - y)
+            y_prev = y
+    return area
+
+
+def test_front_summaries_share_one_reference_and_match_a_hand_computed_hypervolume(tmp_path):
+    from hpsearch.views._front import front_summaries
+
+    a = _run(_write(tmp_path, _study("a", n_trials=8), "a.yaml")).study
+    b = _run(_write(tmp_path, _study("b", n_trials=4, sampler="random"), "b.yaml")).study
+    sa, sb = front_summaries([a, b])
+    assert sa is not None and sb is not None
+    assert sa.reference == sb.reference and sa.reference is not None
+    for study, summary in ((a, sa), (b, sb)):
+        front = [tuple(t.values) for t in study.best_trials]
+        assert summary.size == len(front)
+        assert summary.hypervolume == pytest.approx(_hv_2d(front, tuple(summary.reference)))  # type: ignore[arg-type]
+    # The default reference is 10% beyond the worst front value of either study, per objective.
+    worst = [max(t.values[i] for s in (a, b) for t in s.best_trials) for i in (0, 1)]
+    best = [min(t.values[i] for s in (a, b) for t in s.best_trials) for i in (0, 1)]
+    assert sa.reference == pytest.approx([w + 0.1 * (w - lo) for w, lo in zip(worst, best, strict=True)])
+    (given,) = front_summaries([a], [100.0, 100.0])
+    assert given is not None and given.hypervolume == pytest.approx(
+        _hv_2d([tuple(t.values) for t in a.best_trials], (100.0, 100.0))
+    )

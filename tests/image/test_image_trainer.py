@@ -21,7 +21,7 @@ from hpsearch.trainers import (
 )
 from hpsearch.trainers import _image
 from hpsearch.trainers._image import ImageClassificationSettings, ImageClassificationTrainer
-from hpsearch.trainers.torch import TORCH_TUNABLES, TorchTrainingSettings
+from hpsearch.trainers.torch import LATENCY_WARMUP, TORCH_TUNABLES, TorchTrainingSettings
 
 
 def _trainer(tmp_path: Path, objective: str = "accuracy", **settings: Any) -> ImageClassificationTrainer:
@@ -87,8 +87,11 @@ def test_validation_and_test_batches_are_never_augmented(tmp_path: Path, monkeyp
     evals = [x for training, x in seen if not training]
     assert train and evals
     eval_rows = [tuple(img.ravel().tolist()) for x in evals for img in x]
-    # 2 validation passes (one per epoch) and one test pass, all original images.
-    assert len(eval_rows) == 2 * len(splits.val) + len(splits.test)
+    # 2 validation passes (one per epoch), one test pass and the latency pass (its untimed
+    # warm-up batches of 32, then the timed ones), all original images.
+    latency = LATENCY_WARMUP * 32 + ctx.user_attrs["latency_examples"]
+    assert len(splits.val) >= LATENCY_WARMUP * 32 and ctx.user_attrs["latency_batch_size"] == 32
+    assert len(eval_rows) == 2 * len(splits.val) + len(splits.test) + latency
     assert set(eval_rows) <= originals["eval"] | originals["test"]
     train_rows = [tuple(img.ravel().tolist()) for x in train for img in x]
     assert len(train_rows) == 2 * len(splits.train)

@@ -4,7 +4,9 @@
 shared tunables and objectives, applying a trial's params to the settings
 (with one error mapping), the objective check, seeding, the training loop
 (:func:`~hpsearch.trainers.torch._loop.train_loop`), the optional test pass,
-the curve files and the timings. A subclass implements two hooks:
+the curve files, the timings and the cost metrics (``params``, ``latency_ms``,
+``train_compute_s``, ``peak_memory_mb``: :mod:`~hpsearch.trainers.torch._cost`).
+A subclass implements two hooks:
 
 * :meth:`~TorchClassifierTrainer.start_run` loads the data and builds the
   model of one trial, returning a :class:`ClassifierRun`;
@@ -18,16 +20,27 @@ import abc
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Generic, TypeVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, cast
 
 from pydantic import ValidationError
 
 from hpsearch.errors import ConfigError, HpsearchError, TrainerError
 from hpsearch.trainers._base import BaseTrainer, TrialContext
-from hpsearch.trainers.torch._devices import DistInfo, seed_everything
+from hpsearch.trainers.torch._cost import (
+    PEAK_MEMORY_SOURCE,
+    count_params,
+    measure_latency,
+    peak_memory_mb,
+    reset_peak_memory,
+    train_compute_seconds,
+)
+from hpsearch.trainers.torch._devices import DistInfo, seed_everything, select_device
 from hpsearch.trainers.torch._eval import Forward, default_forward, evaluate
 from hpsearch.trainers.torch._loop import Batch, Collate, LoopResult, loop_metrics, store_curve, train_loop
-from hpsearch.trainers.torch._settings import OBJECTIVES, TORCH_TUNABLES, TorchTrainingSettings
+from hpsearch.trainers.torch._settings import FINAL_METRICS, TORCH_TUNABLES, TorchTrainingSettings
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["ClassifierRun", "TorchClassifierTrainer", "settings_error"]
 
@@ -60,7 +73,7 @@ class ClassifierRun:
     test_batch_size: int = 64
     #: Timed phases besides loading (e.g. ``time_tokenize``), subtracted from ``time_load``.
     timings: dict[str, float] = field(default_factory=dict)
-    #: Metrics the task adds to the loop's (e.g. ``n_parameters``).
+    #: Metrics the task adds to the loop's (the shared cost metrics are added by the base).
     extra_metrics: dict[str, float] = field(default_factory=dict)
     #: Whatever :meth:`TorchClassifierTrainer.save_outputs` needs (tokenizer, config...).
     state: dict[str, Any] = field(default_factory=dict)
@@ -102,15 +115,16 @@ class TorchClassifierTrainer(BaseTrainer, Generic[S]):
 
     def require_objective(self, objective: str, *, error: type[HpsearchError], field: str) -> None:
         """Raise ``error`` naming ``field`` unless ``objective`` is a metric of this trainer."""
-        if objective not in OBJECTIVES:
+        if objective not in FINAL_METRICS:
             article = "an" if self.kind[0] in "aeiou" else "a"
             raise error(
-                f"{field}: {objective!r} is not {article} {self.kind} metric; use one of {', '.join(OBJECTIVES)}"
+                f"{field}: {objective!r} is not {article} {self.kind} metric; "
+                f"use one of {', '.join(sorted(FINAL_METRICS))}"
             )
 
     def metrics(self) -> frozenset[str]:
-        """The validation metrics reported each epoch (``loss`` is ``val_loss``)."""
-        return frozenset(OBJECTIVES)
+        """The validation metrics reported each epoch (``loss`` is ``val_loss``) and the cost metrics."""
+        return FINAL_METRICS
 
     def warm(self) -> None:
         """Import torch and the shared loop."""
@@ -134,8 +148,9 @@ class TorchClassifierTrainer(BaseTrainer, Generic[S]):
         """Train one model with ``params`` over the settings; return final metrics.
 
         Metrics: accuracy, f1_macro, val_loss, train_loss, epochs_run, steps,
-        test_* when ``test_fraction`` > 0, the task's own, and time_load /
-        time_train / time_eval / time_save (plus the task's timings) in seconds.
+        test_* when ``test_fraction`` > 0, the task's own, time_load /
+        time_train / time_eval / time_save (plus the task's timings) in seconds,
+        and on rank 0 the cost metrics (:meth:`_costs`).
         """
         import torch
 
@@ -144,7 +159,8 @@ class TorchClassifierTrainer(BaseTrainer, Generic[S]):
         s = self.hyperparameters(params)
         torch.set_num_threads(ctx.resources.threads)
         seed_everything(s.seed)
-        rank = DistInfo.current().rank
+        rank, device = DistInfo.current().rank, select_device(ctx.resources.gpus)
+        reset_peak_memory(device)
         job = self.start_run(s, ctx, rank)
         time_load = time.perf_counter() - t_start - sum(job.timings.values())
         result = train_loop(
@@ -158,13 +174,39 @@ class TorchClassifierTrainer(BaseTrainer, Generic[S]):
             eval_collate=job.eval_collate,
             forward=job.forward,
             train_transform=job.train_transform,
+            device=device,
         )
-        metrics = loop_metrics(result, ctx)
-        metrics.update(job.extra_metrics)
+        metrics = {**loop_metrics(result, ctx), **job.extra_metrics}
+        if rank == 0:  # in a data-parallel trial, rank 0 measures
+            metrics.update(self._costs(job, s, ctx, result, device))
         time_eval = result.time_eval + (self._test(job, metrics) if rank == 0 else 0.0)
         time_save = self._finish(job, s, ctx, result, rank)
         metrics.update(time_load=time_load, **job.timings, time_eval=time_eval, time_save=time_save)
         return metrics
+
+    @staticmethod
+    def _costs(
+        job: ClassifierRun, s: TorchTrainingSettings, ctx: TrialContext, result: LoopResult, device: torch.device
+    ) -> dict[str, float]:
+        """``params``, ``latency_ms``, ``train_compute_s`` and ``peak_memory_mb`` of the trained model.
+
+        Peak memory is read first, so the latency pass does not count; how latency and peak
+        memory were measured is kept in the ``latency_*`` and ``peak_memory_source`` attributes.
+        """
+        costs = {"peak_memory_mb": peak_memory_mb(device), "params": float(count_params(job.model))}
+        ctx.set_user_attr("peak_memory_source", PEAK_MEMORY_SOURCE.get(device.type, PEAK_MEMORY_SOURCE["cpu"]))
+        costs["train_compute_s"] = train_compute_seconds(
+            result.time_train, device=device, workers=DistInfo.current().world_size, gpus=ctx.resources.gpus
+        )
+        latency = measure_latency(
+            job.model, job.val, collate_fn=job.eval_collate, batch_size=s.latency_batch_size, forward=job.forward
+        )
+        if latency is not None:
+            costs["latency_ms"] = latency.ms_per_example
+            ctx.set_user_attr("latency_batch_size", latency.batch_size)
+            ctx.set_user_attr("latency_examples", latency.examples)
+            ctx.set_user_attr("latency_device", latency.device)
+        return costs
 
     @staticmethod
     def _test(job: ClassifierRun, metrics: dict[str, float]) -> float:

@@ -37,7 +37,7 @@ from hpsearch.trainers.torch._optim import (
     l1_weights,
     training_loss,
 )
-from hpsearch.trainers.torch._settings import OBJECTIVES, TorchTrainingSettings
+from hpsearch.trainers.torch._settings import FINAL_METRICS, OBJECTIVES, TorchTrainingSettings
 
 if TYPE_CHECKING:
     import torch
@@ -123,7 +123,9 @@ class _TrainLoop:
         self.model, self.val_dataset, self.s, self.ctx = model, val_dataset, settings, ctx
         self.num_classes, self.eval_collate, self.forward = num_classes, eval_collate, forward
         self.train_transform = train_transform
-        self.metric_key = OBJECTIVES[ctx.objective]
+        #: The validation metric reported for the objective; None for a cost metric
+        #: (``latency_ms``...), measured once after training: nothing is reported each epoch.
+        self.metric_key = OBJECTIVES.get(ctx.objective)
         self.curve: list[dict[str, float]] = []
         self.last_eval: EvalResult | None = None
         self.time_eval = 0.0
@@ -271,7 +273,8 @@ class _TrainLoop:
         self.curve.append(record)
         self.ctx.set_user_attr("curve", self.curve)
         self.ctx.set_user_attr("epochs_run", record["epoch"])
-        self.ctx.report(record[self.metric_key], report_step)
+        if self.metric_key is not None:
+            self.ctx.report(record[self.metric_key], report_step)
 
     def _verify_ranks(self) -> None:
         if not (self.dist.active and self.s.verify_ranks):  # off the hot path unless asked for
@@ -286,7 +289,7 @@ class _TrainLoop:
     def _result(self) -> LoopResult:
         final = self.curve[-1] if self.curve else {}
         metrics = {k: float(v) for k, v in final.items() if k not in {"step", "global_step", "lr"}}
-        if self.metric_key in metrics:
+        if self.metric_key is not None and self.metric_key in metrics:
             metrics[self.ctx.objective] = metrics[self.metric_key]  # e.g. objective "loss" -> val_loss
         epochs_run = self.step / self.steps_per_epoch
         metrics["epochs_run"] = epochs_run
@@ -306,9 +309,9 @@ class _TrainLoop:
 
 
 def _require_objective(objective: str) -> None:
-    if objective not in OBJECTIVES:
+    if objective not in FINAL_METRICS:
         raise ValueError(
-            f"objective {objective!r} is not reported by torch trainers; expected one of {', '.join(OBJECTIVES)}"
+            f"objective {objective!r} is not a torch trainer metric; expected one of {', '.join(sorted(FINAL_METRICS))}"
         )
 
 
@@ -326,7 +329,11 @@ def train_loop(
     device: torch.device | None = None,
     train_transform: Callable[[Batch], Batch] | None = None,
 ) -> LoopResult:
-    """Train ``model``, evaluating and reporting ``ctx.objective`` each epoch or N steps.
+    """Train ``model``, evaluating (and reporting ``ctx.objective``) each epoch or N steps.
+
+    A cost objective (:data:`COST_METRICS`, e.g. ``latency_ms``) is measured after
+    training, not by the loop: the loop still evaluates and keeps the curve, but
+    reports nothing, so a pruner never stops such a trial.
 
     ``train_transform`` (e.g. image augmentation) gets each *training* batch,
     labels included, after it is moved to the device, and returns the batch
@@ -339,7 +346,7 @@ def train_loop(
 
     Raises:
         TrialPruned: the manager decided to stop the trial.
-        ValueError: ``ctx.objective`` is not one of :data:`OBJECTIVES`.
+        ValueError: ``ctx.objective`` is not one of :data:`FINAL_METRICS`.
     """
     import torch
 

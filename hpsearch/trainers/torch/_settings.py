@@ -1,4 +1,9 @@
-"""The tunables every torch trainer shares, and the objectives they report."""
+"""The tunables every torch trainer shares, and the metrics a study may optimise.
+
+:data:`OBJECTIVES` are validation metrics, reported each epoch (or every N steps) so
+a pruner can act on them; :data:`COST_METRICS` are measured once, after training
+(:mod:`~hpsearch.trainers.torch._cost`), and appear only in the final metrics.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-__all__ = ["OBJECTIVES", "TORCH_TUNABLES", "TorchTrainingSettings"]
+__all__ = ["COST_METRICS", "FINAL_METRICS", "OBJECTIVES", "TORCH_TUNABLES", "TorchTrainingSettings"]
 
 
 class TorchTrainingSettings(BaseModel):
@@ -35,17 +40,31 @@ class TorchTrainingSettings(BaseModel):
         description="Data-parallel check: hash every rank's final weights (SHA-256, all weights copied "
         "to the CPU) into the trial's `ranks` attribute. Costs a full copy of the model per trial.",
     )
+    latency_batch_size: int = Field(
+        32, ge=1, description="Batch size of the `latency_ms` measurement (the same for every trial)."
+    )
 
 
 #: Settings that are switches of the run, not hyperparameters: never searched.
-_NOT_TUNABLE = frozenset({"verify_ranks"})
+_NOT_TUNABLE = frozenset({"verify_ranks", "latency_batch_size"})
 #: Names of the shared tunables (part of each torch trainer's ``tunable`` set).
 TORCH_TUNABLES: frozenset[str] = frozenset(TorchTrainingSettings.model_fields) - _NOT_TUNABLE
 
-#: Study objective name -> key of the metric reported for it.
+#: Study objective name -> key of the validation metric reported for it each epoch (or N steps).
 OBJECTIVES: dict[str, str] = {
     "accuracy": "accuracy",
     "f1_macro": "f1_macro",
     "loss": "val_loss",
     "val_loss": "val_loss",
 }
+
+#: Cost metrics, measured once after training on rank 0 -> what each one is.
+COST_METRICS: dict[str, str] = {
+    "params": "parameters of the trained model, trainable and frozen",
+    "latency_ms": "inference milliseconds per validation example (eval mode, no_grad, after a warm-up)",
+    "train_compute_s": "training seconds (time_train) times the workers, times the GPUs per worker on GPU",
+    "peak_memory_mb": "CUDA: torch.cuda.max_memory_allocated; CPU: the worker process's peak RSS",
+}
+
+#: Every metric ``objective.metric`` may name for a torch trainer.
+FINAL_METRICS: frozenset[str] = frozenset(OBJECTIVES) | frozenset(COST_METRICS)
