@@ -1,4 +1,4 @@
-"""Executors: where trials run. ``EXECUTORS`` maps a name to its class."""
+"""Executors: where trials run (and how their output is kept). ``EXECUTORS`` maps a name to its class."""
 
 from __future__ import annotations
 
@@ -12,7 +12,19 @@ from hpsearch.executors._base import (
     TrialEvent,
     TrialJob,
     TrialOutcome,
+    attach_log,
     execute_trial,
+    run_captured,
+)
+from hpsearch.executors._output import (
+    LIVE_LOGS_DIR,
+    LOG_MB_ENV,
+    LOG_NAME,
+    LiveFile,
+    LogTail,
+    TrialLog,
+    live_log_path,
+    log_limit,
 )
 
 __all__ = [
@@ -20,11 +32,21 @@ __all__ = [
     "EXECUTORS",
     "EventKind",
     "Failure",
+    "LIVE_LOGS_DIR",
+    "LOG_MB_ENV",
+    "LOG_NAME",
+    "LiveFile",
+    "LogTail",
     "TrialEvent",
     "TrialJob",
+    "TrialLog",
     "TrialOutcome",
+    "attach_log",
     "execute_trial",
+    "live_log_path",
+    "log_limit",
     "make_executor",
+    "run_captured",
 ]
 
 EXECUTORS: dict[str, str] = {

@@ -16,10 +16,13 @@ import shutil
 import socket
 import time
 import traceback
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hpsearch.executors._output import LOG_NAME, LogTail, TrialLog, log_limit, render
 from hpsearch.trainers._base import BaseTrainer, ReportChannel, TrialContext, TrialPruned, TrialResources
 
 __all__ = [
@@ -29,7 +32,9 @@ __all__ = [
     "TrialEvent",
     "TrialJob",
     "TrialOutcome",
+    "attach_log",
     "execute_trial",
+    "run_captured",
 ]
 
 #: Lines of traceback kept with a failed trial.
@@ -63,6 +68,12 @@ class TrialJob:
     resume: Any = None
     #: Load ``resume`` even if it was written with other params (a PBT segment's parent).
     resume_any_params: bool = False
+    #: Where the driver appends the trial's output while it runs, for ``hpsearch logs --follow``
+    #: (:func:`~hpsearch.executors.live_log_path`; None: no live copy). A path on the driver's machine.
+    log_path: str | None = None
+    #: Bytes of the trial's output kept in its ``trial.log`` (the last part); 0: not captured.
+    #: Read from ``HPSEARCH_TRIAL_LOG_MB`` where the job is made (the driver).
+    log_max_bytes: int = field(default_factory=log_limit)
 
 
 @dataclass
@@ -84,6 +95,8 @@ class TrialOutcome:
     placement: dict[str, Any] = field(default_factory=dict)
     pruned: bool = False
     failure: Failure | None = None
+    #: What one rank of a data-parallel trial printed, until the ranks' logs are merged into ``trial.log``.
+    log: LogTail | None = None
 
 
 @dataclass
@@ -256,3 +269,47 @@ def _number(v: Any) -> float:
         return float(v)
     except (TypeError, ValueError):
         raise TypeError(f"metric value {v!r} is not a number") from None
+
+
+Capture = Callable[[TrialLog], AbstractContextManager[None]]
+
+
+def run_captured(
+    job: TrialJob,
+    channel: ReportChannel,
+    capture: Capture,
+    *,
+    prefix: bytes = b"",
+    sink: Callable[[bytes], Any] | None = None,
+    ship_every: float = 0.0,
+    keep_tail: bool = False,
+) -> TrialOutcome:
+    """:func:`execute_trial` with the trial's output (caught by ``capture``) kept as its ``trial.log`` artifact.
+
+    A failed trial's log ends with its traceback. ``sink`` gets new lines while it runs
+    (see :class:`~hpsearch.executors.TrialLog`); ``keep_tail`` also leaves what was kept in
+    ``outcome.log``, for the ranks of a data-parallel trial to merge.
+    """
+    if job.log_max_bytes <= 0:
+        return execute_trial(job, channel)
+    log = TrialLog(job.log_max_bytes, prefix=prefix, sink=sink, ship_every=ship_every)
+    with capture(log):
+        outcome = execute_trial(job, channel)
+    if outcome.failure is not None:
+        f = outcome.failure
+        text = f"[hpsearch] trial failed: {f.reason}\n" + (f"{f.traceback}\n" if f.traceback else "")
+        log.write(text.encode(errors="replace"))
+    tail = log.close()
+    attach_log(outcome, [tail], job.log_max_bytes)
+    if keep_tail:
+        outcome.log = tail
+    return outcome
+
+
+def attach_log(outcome: TrialOutcome, tails: list[LogTail], max_bytes: int) -> None:
+    """Put the merged ``tails`` into ``outcome.artifacts`` as ``trial.log`` (nothing when they are empty)."""
+    data = render(tails, max_bytes)
+    if data:
+        outcome.artifacts[LOG_NAME] = data
+    else:
+        outcome.artifacts.pop(LOG_NAME, None)

@@ -1,11 +1,17 @@
-"""Run trials in this process, on threads: for debugging and notebooks."""
+"""Run trials in this process, on threads: for debugging and notebooks.
+
+Each trial's prints are routed to its own ``trial.log`` by thread (see
+:func:`~hpsearch.executors._output.thread_output`) and, when its job names a
+``log_path``, appended there as they come, for ``hpsearch logs --follow``.
+"""
 
 from __future__ import annotations
 
 import queue
 import threading
 
-from hpsearch.executors._base import BaseExecutor, EventKind, TrialEvent, TrialJob, execute_trial
+from hpsearch.executors._base import BaseExecutor, EventKind, TrialEvent, TrialJob, TrialOutcome, run_captured
+from hpsearch.executors._output import LiveFile, thread_output
 from hpsearch.trainers._base import TrialResources
 
 __all__ = ["LocalExecutor"]
@@ -34,6 +40,16 @@ class _ThreadChannel:
             self._cond.notify_all()
 
 
+def run_on_thread(job: TrialJob, channel: _ThreadChannel) -> TrialOutcome:
+    """Run ``job`` on this thread, its output kept (and live in ``job.log_path`` while it runs)."""
+    live = LiveFile(job.log_path, job.log_max_bytes) if job.log_path and job.log_max_bytes > 0 else None
+    try:
+        return run_captured(job, channel, thread_output, sink=live.append if live else None)
+    finally:
+        if live is not None:
+            live.close()  # before FINISHED is sent: the manager tells the trial after that
+
+
 class LocalExecutor(BaseExecutor):
     """Trials run on threads of this process, ``max_concurrent`` at a time (default 1)."""
 
@@ -54,7 +70,7 @@ class LocalExecutor(BaseExecutor):
 
     def submit(self, job: TrialJob) -> None:
         def target() -> None:
-            outcome = execute_trial(job, self._channel)
+            outcome = run_on_thread(job, self._channel)
             self._events.put(TrialEvent(EventKind.FINISHED, job.number, outcome=outcome))
 
         t = threading.Thread(target=target, name=f"trial-{job.number}", daemon=True)

@@ -7,6 +7,9 @@ the same ``ray.wait`` as the trial tasks. A private Ray changes a few
 environment variables (Ray reads them at import, and sets some of its own);
 ``shutdown`` puts back exactly what changed. ``prestart`` starts a private Ray
 on a background thread (``_ray_boot``) while the driver opens its storage.
+A trial's output is kept in its worker (fd 1 and 2 through pipes, see
+``_output``) and shipped through the hub to the driver, which appends it to
+the trial's live log (``TrialJob.log_path``) until the trial ends.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import signal
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from typing import Any
 
 from hpsearch.errors import ConfigError, one_line
@@ -31,10 +35,11 @@ from hpsearch.executors._base import (
     TrialEvent,
     TrialJob,
     TrialOutcome,
-    execute_trial,
+    run_captured,
 )
+from hpsearch.executors._output import LOG_NAME, SHIP_EVERY_S, LiveLogs, process_output
 from hpsearch.executors._ray_boot import BackgroundStart, exit_on_sigterm
-from hpsearch.executors._ray_hub import HubChannel, ReportHub
+from hpsearch.executors._ray_hub import HubChannel, HubLogSink, ReportHub
 from hpsearch.executors._ray_train import run_data_parallel
 from hpsearch.trainers._base import TrialResources
 
@@ -53,8 +58,13 @@ _COORDINATOR_CPUS = 0.01
 def _run_remote(job: TrialJob, hub: Any) -> TrialOutcome:
     import ray
 
-    multi = job.resources.workers > 1
-    outcome = run_data_parallel(job, hub) if multi else execute_trial(job, HubChannel(hub))
+    if job.resources.workers > 1:
+        outcome = run_data_parallel(job, hub)
+    else:
+        sink = HubLogSink(hub, job.number) if job.log_path else None
+        outcome = run_captured(job, HubChannel(hub), process_output, sink=sink, ship_every=SHIP_EVERY_S)
+        if sink is not None:
+            sink.wait()  # the last lines are at the hub before the driver sees the trial end
     ctx = ray.get_runtime_context()
     outcome.placement["node_id"] = ctx.get_node_id()
     outcome.placement["node_ip"] = ray.util.get_node_ip_address()
@@ -170,6 +180,8 @@ class RayExecutor(BaseExecutor):
         self._by_number: dict[int, Any] = {}
         self._drain_ref: Any = None
         self._totals, self._totals_at = dict[str, float](), 0.0
+        #: Live logs of the running trials whose jobs name a ``log_path``, by trial number.
+        self._live = LiveLogs()
 
     def describe(self) -> str:
         return f"ray ({self.address or 'local, 127.0.0.1'})"
@@ -215,7 +227,7 @@ class RayExecutor(BaseExecutor):
                 self._saved_env.setdefault(key, before.get(key))
 
     def _connect(self) -> None:
-        ray = self._import_ray()
+        ray = _import_ray()
         if ray.is_initialized():
             self._started_ray = False
         elif self.address is None:
@@ -236,17 +248,6 @@ class RayExecutor(BaseExecutor):
             # 127.0.0.1 to the eth0 address and then finds no local node there.
             switch = os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
             self._saved_env = _set_env({"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": switch})
-
-    def _import_ray(self) -> Any:
-        """``import ray``, or a ConfigError saying how to fix a broken install."""
-        try:
-            import ray
-        except ImportError as e:  # installed but broken: prepare() only looked it up
-            raise ConfigError(
-                f"executor: ray cannot be imported ({one_line(str(e))}); reinstall it "
-                "(pip install 'ray[default,train]') or run with --executor local"
-            ) from None
-        return ray
 
     def _init_private(self, ray: Any) -> None:
         ray.init(
@@ -315,6 +316,7 @@ class RayExecutor(BaseExecutor):
         ref = self._remote.options(**options).remote(job, self._hub)
         self._refs[ref] = job.number
         self._by_number[job.number] = ref
+        self._live.start(job.number, job.log_path, job.log_max_bytes)
 
     def poll(self, timeout: float) -> list[TrialEvent]:
         import ray
@@ -327,17 +329,20 @@ class RayExecutor(BaseExecutor):
             more, _ = ray.wait(waitables, num_returns=len(waitables), timeout=0)
             ready = list(dict.fromkeys([*ready, *more]))
         events: list[TrialEvent] = []
-        for ref in ready:
-            if ref is self._drain_ref:
-                for number, step, value in ray.get(ref):
-                    events.append(TrialEvent(EventKind.REPORT, number, step=step, value=value))
-                self._drain_ref = None
+        if self._drain_ref in ready:
+            reports, logs = ray.get(self._drain_ref)
+            self._live.append(logs)
+            events += [TrialEvent(EventKind.REPORT, n, step=step, value=value) for n, step, value in reports]
+            self._drain_ref = None
         for ref in ready:
             if ref is self._drain_ref or ref not in self._refs:
                 continue
             number = self._refs.pop(ref)
             self._by_number.pop(number, None)
-            events.append(TrialEvent(EventKind.FINISHED, number, outcome=_outcome_of(ref)))
+            outcome = _outcome_of(ref)
+            # The last lines are at the hub (the trial waited for that): into the live log before the end is told.
+            self._live.end(number, _last_lines(self._hub, number) if LOG_NAME in outcome.artifacts else None)
+            events.append(TrialEvent(EventKind.FINISHED, number, outcome=outcome))
             self._hub.forget.remote(number)
         return events
 
@@ -348,6 +353,7 @@ class RayExecutor(BaseExecutor):
         import ray
 
         self._hub.decide.remote(number, math.inf, True)
+        self._live.end(number)
         ref = self._by_number.pop(number, None)
         if ref is not None:
             self._refs.pop(ref, None)
@@ -364,6 +370,7 @@ class RayExecutor(BaseExecutor):
             ray = sys.modules.get("ray")
             for number in list(self._by_number):
                 self.cancel(number)
+            self._live.close()
             if ray is not None and self._started_ray and ray.is_initialized():
                 ray.shutdown()
             self._started_ray = False
@@ -378,6 +385,25 @@ class RayExecutor(BaseExecutor):
                 self._old_sigterm = None
             restore_env(self._saved_env)
             self._saved_env = {}
+
+
+def _import_ray() -> Any:
+    """``import ray``, or a ConfigError saying how to fix a broken install."""
+    try:
+        import ray
+    except ImportError as e:  # installed but broken: prepare() only looked it up
+        raise ConfigError(
+            f"executor: ray cannot be imported ({one_line(str(e))}); reinstall it "
+            "(pip install 'ray[default,train]') or run with --executor local"
+        ) from None
+    return ray
+
+
+def _last_lines(hub: Any, number: int) -> Callable[[], bytes]:
+    """What the hub still holds of trial ``number``'s output (a callable, for :meth:`LiveLogs.end`)."""
+    import ray
+
+    return lambda: ray.get(hub.take_logs.remote(number))
 
 
 def _start_hub(ray: Any) -> Any:

@@ -4,8 +4,13 @@ Trials push intermediate values to one async actor (:class:`ReportHub`); the
 driver long-polls it in the same ``ray.wait`` as the trial tasks and answers
 each report with a decision that the trial waits for in ``should_prune``.
 :class:`HubChannel` is the trial-side end, used by single-process trials and by
-rank 0 of a data-parallel trial. This module imports nothing else of the
-executors package, so both ``_ray`` and ``_ray_train`` can import it.
+rank 0 of a data-parallel trial. Trials also ship their output here
+(:class:`HubLogSink`, every rank): the driver takes it with the reports and
+appends it to the trial's live log. Output does not wake the driver: it rides
+with the next report or the long-poll's end (at most ``drain``'s timeout
+later), and a trial's last lines are taken when it ends (:meth:`ReportHub.take_logs`).
+This module imports nothing else of the executors package, so both ``_ray``
+and ``_ray_train`` can import it.
 """
 
 from __future__ import annotations
@@ -14,7 +19,10 @@ import asyncio
 import contextlib
 from typing import Any
 
-__all__ = ["HubChannel", "ReportHub"]
+__all__ = ["HubChannel", "HubLogSink", "ReportHub"]
+
+#: Output held per trial for the driver at most (older output is dropped first).
+MAX_HELD_LOG_BYTES = 8 * 1024 * 1024
 
 
 class ReportHub:
@@ -26,20 +34,39 @@ class ReportHub:
         self._decisions: dict[int, tuple[float, bool]] = {}
         self._waiters: dict[int, asyncio.Event] = {}
         self._outcomes: dict[int, dict[int, Any]] = {}
+        self._logs: dict[int, list[bytes]] = {}
+        self._log_bytes: dict[int, int] = {}
 
     async def report(self, number: int, step: int, value: float) -> None:
         """Queue one intermediate value for the driver."""
         self._events.append((number, step, value))
         self._new.set()
 
-    async def drain(self, timeout: float) -> list[tuple[int, int, float]]:
-        """All queued reports; waits up to ``timeout`` s for the first one."""
+    async def drain(self, timeout: float) -> tuple[list[tuple[int, int, float]], dict[int, bytes]]:
+        """All queued reports, and the output held by trial; waits up to ``timeout`` s for the first report."""
         if not self._events:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._new.wait(), timeout)
         events, self._events = self._events, []
         self._new.clear()
-        return events
+        logs = {number: b"".join(chunks) for number, chunks in self._logs.items()}
+        self._logs.clear()
+        self._log_bytes.clear()
+        return events, logs
+
+    async def log(self, number: int, data: bytes) -> None:
+        """Hold new output of trial ``number`` for the driver (at most :data:`MAX_HELD_LOG_BYTES`)."""
+        chunks = self._logs.setdefault(number, [])
+        chunks.append(data)
+        size = self._log_bytes.get(number, 0) + len(data)
+        while size > MAX_HELD_LOG_BYTES and len(chunks) > 1:
+            size -= len(chunks.pop(0))
+        self._log_bytes[number] = size
+
+    async def take_logs(self, number: int) -> bytes:
+        """Hand over (and forget) the output held for trial ``number``."""
+        self._log_bytes.pop(number, None)
+        return b"".join(self._logs.pop(number, []))
 
     async def decide(self, number: int, step: float, stop: bool) -> None:
         """Answer trial ``number``'s reports up to ``step``: stop it or let it go on."""
@@ -65,9 +92,11 @@ class ReportHub:
         return self._outcomes.pop(number, {})
 
     async def forget(self, number: int) -> None:
-        """Drop the decisions of a finished trial."""
+        """Drop the decisions (and any output held) of a finished trial."""
         self._decisions.pop(number, None)
         self._waiters.pop(number, None)
+        self._logs.pop(number, None)
+        self._log_bytes.pop(number, None)
 
 
 class HubChannel:
@@ -85,3 +114,23 @@ class HubChannel:
         import ray
 
         return bool(ray.get(self._hub.decision.remote(trial_number, step)))
+
+
+class HubLogSink:
+    """A trial's output on its way to the hub (lives in the Ray worker): a ``TrialLog`` sink."""
+
+    def __init__(self, hub: Any, number: int) -> None:
+        self._hub = hub
+        self._number = number
+        self._last: Any = None
+
+    def __call__(self, data: bytes) -> None:
+        """Send new output (fire and forget)."""
+        self._last = self._hub.log.remote(self._number, data)
+
+    def wait(self) -> None:
+        """Return once everything sent is held by the hub (calls from one worker arrive in order)."""
+        if self._last is not None:
+            import ray
+
+            ray.get(self._last)

@@ -7,18 +7,26 @@ GPUs) and tears it down. Every rank runs the same trainer with the same
 params (sampled once by the manager); only rank 0 reports to the manager,
 and the trainer broadcasts each prune/stop decision to all ranks, so no rank
 hangs. Each rank hands its outcome to the hub; the coordinating task returns
-rank 0's, with a per-rank summary in ``user_attrs["ranks"]``.
+rank 0's, with a per-rank summary in ``user_attrs["ranks"]``. Every rank
+keeps its own output (lines prefixed ``[rank N]``) and ships it live; the
+coordinating task merges the ranks' logs, in time order, into one ``trial.log``.
+Ray Train makes ``print`` write each line twice (to the stream, and through
+its logger to stderr); for the trial's duration ``print`` is the plain one again.
 """
 
 from __future__ import annotations
 
+import builtins
+import contextlib
 import shutil
 import tempfile
+from collections.abc import Iterator
 from typing import Any
 
 from hpsearch.errors import one_line
-from hpsearch.executors._base import Failure, TrialJob, TrialOutcome, execute_trial
-from hpsearch.executors._ray_hub import HubChannel
+from hpsearch.executors._base import Failure, TrialJob, TrialOutcome, attach_log, run_captured
+from hpsearch.executors._output import LOG_NAME, SHIP_EVERY_S, process_output
+from hpsearch.executors._ray_hub import HubChannel, HubLogSink
 
 __all__ = ["run_data_parallel"]
 
@@ -42,15 +50,38 @@ def _worker_loop(config: dict[str, Any]) -> None:
     ctx = ray.train.get_context()
     rank = ctx.get_world_rank()
     channel = HubChannel(hub) if rank == 0 else _SilentChannel()
-    outcome = execute_trial(job, channel)
+    sink = HubLogSink(hub, job.number) if job.log_path else None
+    prefix = f"[rank {rank}] ".encode()
+    with _plain_print():
+        outcome = run_captured(
+            job, channel, process_output, prefix=prefix, sink=sink, ship_every=SHIP_EVERY_S, keep_tail=True
+        )
+    if sink is not None:
+        sink.wait()
     # What this rank actually trained with (each rank unpickles its own copy).
     outcome.placement.update({"rank": rank, "world_size": ctx.get_world_size(), "params": dict(job.params)})
     if rank != 0:
         outcome.artifacts = {}
+    outcome.artifacts.pop(LOG_NAME, None)  # the coordinator merges the ranks' logs (outcome.log)
     ray.get(hub.put_outcome.remote(job.number, rank, outcome))
     if outcome.failure is not None:
         # Fail the whole group so that no other rank waits in a collective.
         raise RuntimeError(f"rank {rank}: {outcome.failure.reason}")
+
+
+@contextlib.contextmanager
+def _plain_print() -> Iterator[None]:
+    """Undo Ray Train's ``print`` patch while the block runs (it keeps the original in its module's globals)."""
+    patched = builtins.print
+    original = getattr(patched, "__globals__", {}).get("_original_print")
+    if original is None:  # not patched (or patched some other way): leave it
+        yield
+        return
+    builtins.print = original
+    try:
+        yield
+    finally:
+        builtins.print = patched
 
 
 def run_data_parallel(job: TrialJob, hub: Any) -> TrialOutcome:
@@ -66,7 +97,10 @@ def run_data_parallel(job: TrialJob, hub: Any) -> TrialOutcome:
     finally:
         shutil.rmtree(storage, ignore_errors=True)
     outcomes: dict[int, TrialOutcome] = ray.get(hub.take_outcomes.remote(job.number))
-    return _merge(outcomes, error)
+    outcome = _merge(outcomes, error)
+    attach_log(outcome, [o.log for _, o in sorted(outcomes.items()) if o.log is not None], job.log_max_bytes)
+    outcome.log = None  # merged into trial.log: not shipped twice
+    return outcome
 
 
 def _torch_trainer(job: TrialJob, hub: Any, storage: str) -> Any:

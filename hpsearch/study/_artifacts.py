@@ -83,6 +83,8 @@ class ArtifactUploader:
             for name, data in files.items():
                 if mask:
                     name = mask_secrets(name, *self.secrets)
+                    if name.endswith(".log"):  # a trial's output may print the storage URL
+                        data = mask_secrets(data.decode("utf-8", "replace"), *self.secrets).encode()
                 path = Path(tmp) / name.replace("/", "__")
                 path.write_bytes(data)
                 ids[name] = upload_artifact(artifact_store=self.store(), file_path=str(path), study_or_trial=owner)

@@ -27,7 +27,7 @@ def trial_resources(config: StudyConfig, *, workers: bool = True) -> TrialResour
 def make_job(prepared: Prepared, chosen: TrialToRun, best: float | None, resume: Any = None) -> TrialJob:
     """The job for ``chosen``: its params, the trainer, the best value so far (to drop a worse model
     early), the study's checkpoint store and the checkpoint ``resume`` it continues from."""
-    from hpsearch.executors import TrialJob
+    from hpsearch.executors import TrialJob, live_log_path
 
     cfg = prepared.config
     if chosen.imports:
@@ -47,6 +47,7 @@ def make_job(prepared: Prepared, chosen: TrialToRun, best: float | None, resume:
         checkpoints=prepared.checkpoints,
         resume=resume,
         resume_any_params=chosen.any_params,
+        log_path=str(live_log_path(cfg.resolved_artifacts(), cfg.name, chosen.number)),
     )
 
 

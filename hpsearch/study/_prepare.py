@@ -75,6 +75,9 @@ def prepare(cfg: StudyConfig, *, check_trainer: bool = True) -> Prepared:
     file = cfg.file
     if cfg.n_trials is None and cfg.timeout is None and cfg.sampler.name != "grid" and not _pbt(cfg):
         raise ConfigError(f"{file}: n_trials: set n_trials or timeout, or the study never ends")
+    from hpsearch.executors import log_limit
+
+    log_limit()  # a bad $HPSEARCH_TRIAL_LOG_MB is refused before anything is written
     sampler = make_sampler(cfg)
     pruner = make_pruner(cfg)
     distributions = to_distributions(cfg)
