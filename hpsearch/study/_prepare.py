@@ -91,7 +91,7 @@ def prepare(cfg: StudyConfig, *, check_trainer: bool = True) -> Prepared:
         )
     checkpoints = checkpoint_store(cfg)  # before Ray's address is tried: a bad path is known without it
     if cfg.multi_objective:
-        check_multi_objective(cfg)
+        check_multi_objective(cfg, trainer)
     if _pbt(cfg):
         check_pbt(cfg, trainer, checkpoints)  # before the trainer checks its params: the scheduler comes first
     if check_trainer:
@@ -214,11 +214,16 @@ def check_objective(trainer: BaseTrainer, cfg: StudyConfig) -> None:
             )
 
 
-def check_multi_objective(cfg: StudyConfig) -> None:
-    """Refuse what cannot run with several objectives: a pruner, PBT, a single-objective sampler."""
+def check_multi_objective(cfg: StudyConfig, trainer: BaseTrainer) -> None:
+    """Refuse what cannot run with several objectives: a pruner, PBT, a single-objective sampler, an import."""
     from hpsearch.study._objectives import MULTI_OBJECTIVE_SAMPLERS
 
     file, n = cfg.file, len(cfg.objectives)
+    if trainer.imports_trials:
+        raise ConfigError(
+            f"{file}: objective: trainer {trainer.kind!r} imports a whole search scored on one objective, and this "
+            f"study has {n}; keep one objective, or use trainer kind sklearn_cv (one trial per point)"
+        )
     if cfg.pruner.name != "none":
         raise ConfigError(
             f"{file}: pruner.name: Optuna's pruners compare one objective, and this study has {n}; "

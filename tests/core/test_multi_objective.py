@@ -359,3 +359,45 @@ def test_front_summaries_share_one_reference_and_match_a_hand_computed_hypervolu
     assert given is not None and given.hypervolume == pytest.approx(
         _hv_2d([tuple(t.values) for t in a.best_trials], (100.0, 100.0))
     )
+
+
+def test_several_objectives_on_a_whole_search_import_are_refused(tmp_path):
+    (tmp_path / "s.yaml").write_text(
+        textwrap.dedent("""\
+        name: gs
+        objective: [{metric: accuracy}, {metric: f1_macro}]
+        sampler: {name: nsga2}
+        executor: local
+        trainer:
+          kind: sklearn_search
+          strategy: grid_search_cv
+          dataset: digits
+          estimator: sklearn.tree.DecisionTreeClassifier
+          param_grid: {max_depth: [2, 4]}
+          cv: 3
+          scoring: [accuracy, f1_macro]
+        """)
+    )
+    done = run_cli("run", "s.yaml", cwd=tmp_path)
+    assert done.returncode == 2
+    assert "objective: trainer 'sklearn_search' imports a whole search scored on one objective" in done.stderr
+    assert not (tmp_path / "hpsearch.db").exists()
+
+
+def test_sklearn_cv_trades_accuracy_against_fit_time(tmp_path):
+    (tmp_path / "s.yaml").write_text(
+        textwrap.dedent("""\
+        name: cv2
+        objective: [{metric: accuracy}, {metric: fit_time, direction: minimize}]
+        sampler: {name: random, seed: 0}
+        n_trials: 3
+        executor: local
+        search_space:
+          max_depth: [2, 4, 8]
+        trainer: {kind: sklearn_cv, dataset: digits, estimator: sklearn.tree.DecisionTreeClassifier, cv: 3}
+        """)
+    )
+    result = _run(tmp_path / "s.yaml")
+    done = [t for t in result.study.get_trials() if t.state == TrialState.COMPLETE]
+    assert len(done) == 3
+    assert all(t.values == [t.user_attrs["metrics"]["accuracy"], t.user_attrs["metrics"]["fit_time"]] for t in done)
