@@ -103,10 +103,17 @@ def _run(study: Path, overrides: dict[str, Any], *, more: int | None, quiet: boo
     if not quiet:
         counts = result.counts()
         line = ", ".join(f"{k.lower()} {v}" for k, v in sorted(counts.items()))
-        best = ""
-        if counts.get("COMPLETE"):
-            best = f"; best {cfg.objective.metric} {result.best_value:.6g} with {json.dumps(result.best_params)}"
-        typer.echo(f"{cfg.name}: {line}{best}")
+        typer.echo(f"{cfg.name}: {line}{_best_line(result)}")
+
+
+def _best_line(result: Any) -> str:
+    """``; best METRIC V with {params}``, or the Pareto front's size; empty without a feasible trial."""
+    front = result.best_trials
+    if not front:
+        return ""
+    if result.multi_objective:
+        return f"; Pareto front of {len(front)} trials ({', '.join(result.metric_names)}): `hpsearch best` lists it"
+    return f"; best {result.metric_names[0]} {result.best_value:.6g} with {json.dumps(result.best_params)}"
 
 
 @app.command()
@@ -154,11 +161,11 @@ def _print_table(title: str, rows: Any, cols: list[str]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from hpsearch.views import number_cell, short_names
+    from hpsearch.views import short_names, show_cell
 
     console = Console()
     names = short_names(cols)
-    cells = [[number_cell(r.get(c)) for c in cols] for _, r in rows.iterrows()]
+    cells = [[show_cell(c, r.get(c)) for c in cols] for _, r in rows.iterrows()]
     widths = [min(30, max([len(n), *(len(row[i]) for row in cells)])) for i, n in enumerate(names)]
 
     def build(keep: int) -> Table:
@@ -183,7 +190,7 @@ def _lineage(study: Path, result: Any) -> str:
     from hpsearch.views import lineage_text
 
     maximize = result.study.direction.name == "MAXIMIZE"
-    metric = result.config.objective.metric if result.config is not None else "value"
+    metric = result.metric_names[0]
     text = lineage_text(result.study.get_trials(deepcopy=False), maximize=maximize, metric=metric)
     if not text:
         raise ConfigError(
@@ -199,31 +206,58 @@ def best(
     storage: StorageOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """The best trial's params and value."""
+    """The best trial's params and value; with several objectives, every trial of the Pareto front."""
 
     def go() -> None:
         from hpsearch.views import load_result
 
         result = load_result(study, storage=storage)
+        if result.multi_objective:
+            _print_front(result, as_json)
+            return
         t = result.best_trial
         if as_json:
-            typer.echo(
-                json.dumps(
-                    {
-                        "study": result.study_name,
-                        "number": t.number,
-                        "value": t.value,
-                        "params": t.params,
-                        "metrics": t.user_attrs.get("metrics", {}),
-                    }
-                )
-            )
+            typer.echo(json.dumps({"study": result.study_name, **_trial_json(t, result.metric_names)}))
         else:
             typer.echo(f"best trial {t.number}: value {t.value:.6g}")
             for k, v in t.params.items():
                 typer.echo(f"  {k}: {v}")
 
     _guard(go)
+
+
+def _trial_json(t: Any, metrics: list[str]) -> dict[str, Any]:
+    """A trial as ``best --json`` prints it: number, value(s), params, metrics."""
+    out: dict[str, Any] = {"number": t.number}
+    if len(metrics) > 1:
+        out["values"] = dict(zip(metrics, t.values, strict=True))
+    else:
+        out["value"] = t.value
+    return {**out, "params": t.params, "metrics": t.user_attrs.get("metrics", {})}
+
+
+def _print_front(result: Any, as_json: bool) -> None:
+    """``best`` of a multi-objective study: the Pareto front, one trial per line (or JSON)."""
+    from hpsearch.errors import StorageError
+    from hpsearch.views import number_cell
+
+    front, metrics = result.best_trials, result.metric_names
+    if not front:
+        raise StorageError(f"study {result.study_name!r} has no feasible COMPLETE trial yet")
+    if as_json:
+        rows = [_trial_json(t, metrics) for t in front]
+        typer.echo(json.dumps({"study": result.study_name, "objectives": _objectives(result), "pareto_front": rows}))
+        return
+    heads = ", ".join(f"{m} ({d})" for m, d in zip(metrics, result.directions, strict=True))
+    typer.echo(f"Pareto front: {len(front)} trials of {heads}")
+    for t in front:
+        values = "  ".join(f"{m} {number_cell(float(v))}" for m, v in zip(metrics, t.values, strict=True))
+        params = ", ".join(f"{k}={number_cell(v)}" for k, v in t.params.items())
+        typer.echo(f"  trial {t.number}: {values}  | {params}")
+
+
+def _objectives(result: Any) -> list[dict[str, str]]:
+    return [{"metric": m, "direction": d} for m, d in zip(result.metric_names, result.directions, strict=True)]
 
 
 @app.command()
@@ -235,31 +269,27 @@ def compare(
     storage: Annotated[
         str | None,
         typer.Option(
-            "--storage",
-            envvar="HPSEARCH_STORAGE",
-            help="Storage URL: overrides the files' own; alone, compares every study in it.",
+            "--storage", envvar="HPSEARCH_STORAGE", help="Storage URL: overrides the files' own; alone, every study."
         ),
     ] = None,
     fmt: Annotated[str, typer.Option("--format", "-f", help="table, csv, json or markdown.")] = "table",
-    params: Annotated[
-        bool,
-        typer.Option(
-            "--params", help="table/markdown: add a second table of the best params (csv and json always hold them)."
-        ),
-    ] = False,
+    params: Annotated[bool, typer.Option("--params", help="table/markdown: a table of the best params.")] = False,
+    paired: Annotated[bool, typer.Option("--paired", help="Two studies: fold by fold, corrected t-test.")] = False,
+    reference: Annotated[str | None, typer.Option(help="Several objectives: hypervolume reference (0.5,10)")] = None,
 ) -> None:
-    """One table across studies: best value and spread, trial counts, compute, time to best, compute to beat.
+    """One table across studies: best value and spread, trials, compute, time to best and to beat, evaluated on.
 
-    The table wraps into blocks that fit the terminal ($COLUMNS, else 80 characters).
+    The table wraps to the terminal ($COLUMNS, else 80). --paired: two studies' best trials fold by fold.
     """
 
     def go() -> None:
-        from hpsearch.errors import ConfigError
-        from hpsearch.views import FORMATS, compare_rows, render
+        from hpsearch.views._compare import compare_output
 
-        if fmt not in FORMATS:
-            raise ConfigError(f"--format: expected one of {', '.join(FORMATS)}, got {fmt!r}")
-        typer.echo(render(compare_rows([str(s) for s in studies or []], storage=storage), fmt, params=params))
+        names = [str(s) for s in studies or []]
+        out, warn = compare_output(names, storage=storage, fmt=fmt, params=params, paired=paired, reference=reference)
+        typer.echo(out)
+        if warn:
+            typer.echo(warn, err=True)
 
     _guard(go)
 
@@ -361,6 +391,31 @@ def reproduce(
         if rep.warning:
             typer.echo(f"warning: {rep.warning}", err=True)
         typer.echo(reproduction_table(rep))
+
+    _guard(go)
+
+
+@app.command()
+def logs(
+    study: StudyArg,
+    trial: Annotated[int, typer.Option("--trial", min=0, help="The trial whose output to print.", show_default=False)],
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Print its output as it comes while it runs; exit when it ends.")
+    ] = False,
+    storage: StorageOpt = None,
+) -> None:
+    """Print trial N's stdout and stderr (its trial.log: the last few MB, every rank's)."""
+
+    def go() -> None:
+        from hpsearch.views._logs import follow_trial_log, read_trial_log
+
+        def write(data: bytes) -> None:
+            typer.echo(data, nl=False)  # bytes as they are, flushed at once
+
+        if follow:
+            follow_trial_log(study, trial, write, storage=storage)
+        else:
+            write(read_trial_log(study, trial, storage=storage))
 
     _guard(go)
 

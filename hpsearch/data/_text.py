@@ -43,8 +43,11 @@ __all__ = [
     "clean_examples",
     "load_text_examples",
     "read_text_source",
+    "holdout_indices",
     "split_examples",
+    "split_indices",
     "stratified_subsample",
+    "subsample_indices",
     "tokenize_splits",
     "tokenizer_fingerprint",
 ]
@@ -313,12 +316,19 @@ def _stratified_indices(
     return sorted(picked), sorted(rest)
 
 
+def subsample_indices(labels: Sequence[int], max_examples: int | None, seed: int) -> list[int]:
+    """Sorted indices of at most ``max_examples`` examples keeping class proportions (all when None or larger)."""
+    if max_examples is None or max_examples >= len(labels):
+        return list(range(len(labels)))
+    picked, _ = _stratified_indices(labels, max_examples, seed, "max_examples")
+    return picked
+
+
 def stratified_subsample(examples: TextExamples, max_examples: int | None, seed: int) -> TextExamples:
     """At most ``max_examples`` examples keeping class proportions (all when None or larger)."""
     if max_examples is None or max_examples >= len(examples):
         return examples
-    picked, _ = _stratified_indices(examples.labels, max_examples, seed, "max_examples")
-    return examples.subset(picked)
+    return examples.subset(subsample_indices(examples.labels, max_examples, seed))
 
 
 @dataclass(frozen=True)
@@ -339,24 +349,53 @@ class TextSplits(Splits[TextExamples]):
         return digest.hexdigest()
 
 
-def split_examples(
-    examples: TextExamples, *, val_fraction: float, test_fraction: float = 0.0, seed: int = 0
-) -> TextSplits:
-    """Seeded stratified split; fractions are of the whole set (test 0 = no test split)."""
+def split_indices(
+    labels: Sequence[int], *, val_fraction: float, test_fraction: float = 0.0, seed: int = 0
+) -> tuple[list[int], list[int], list[int] | None]:
+    """(train, validation, test or None) indices of a seeded stratified split; fractions are of the whole set."""
     if not 0 < val_fraction < 1 or not 0 <= test_fraction < 1 or val_fraction + test_fraction >= 1:
         raise DataSourceError(
             "val_fraction",
             f"need 0 < val_fraction, 0 <= test_fraction and val_fraction + test_fraction < 1; "
             f"got {val_fraction} and {test_fraction}",
         )
-    test: TextExamples | None = None
-    pool = examples
+    test: list[int] | None = None
+    pool = list(range(len(labels)))
     if test_fraction > 0:
-        rest_idx, test_idx = _stratified_indices(examples.labels, 1 - test_fraction, seed, "test_fraction")
-        test = examples.subset(test_idx)
-        pool = examples.subset(rest_idx)
-    train_idx, val_idx = _stratified_indices(pool.labels, 1 - val_fraction / (1 - test_fraction), seed, "val_fraction")
-    return TextSplits(pool.subset(train_idx), pool.subset(val_idx), test)
+        pool, test = _stratified_indices(labels, 1 - test_fraction, seed, "test_fraction")
+    train, val = _stratified_indices(
+        [labels[i] for i in pool], 1 - val_fraction / (1 - test_fraction), seed, "val_fraction"
+    )
+    return [pool[i] for i in train], [pool[i] for i in val], test
+
+
+def holdout_indices(
+    labels: Sequence[int],
+    *,
+    max_examples: int | None,
+    val_fraction: float,
+    test_fraction: float = 0.0,
+    seed: int = 0,
+) -> tuple[list[int], list[int], list[int] | None]:
+    """(train, validation, test or None) indices into ``labels`` of what the text trainer uses.
+
+    The same selection as :func:`stratified_subsample` then :func:`split_examples` with
+    these settings (``seed`` is ``data_seed``), so any trainer scoring on this holdout
+    scores on exactly the text trainer's validation examples.
+    """
+    picked = subsample_indices(labels, max_examples, seed)
+    train, val, test = split_indices(
+        [labels[i] for i in picked], val_fraction=val_fraction, test_fraction=test_fraction, seed=seed
+    )
+    return [picked[i] for i in train], [picked[i] for i in val], None if test is None else [picked[i] for i in test]
+
+
+def split_examples(
+    examples: TextExamples, *, val_fraction: float, test_fraction: float = 0.0, seed: int = 0
+) -> TextSplits:
+    """Seeded stratified split; fractions are of the whole set (test 0 = no test split)."""
+    train, val, test = split_indices(examples.labels, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
+    return TextSplits(examples.subset(train), examples.subset(val), examples.subset(test) if test is not None else None)
 
 
 # ---------------------------------------------------------------- tokenisation cache

@@ -391,6 +391,7 @@ class ImageClassificationTrainer(TorchClassifierTrainer[ImageClassificationSetti
         ctx.set_user_attr("data_sizes", splits.sizes())
         ctx.set_user_attr("label_names", list(splits.label_names))
         ctx.set_user_attr("augmentation", augmentation.model_dump(mode="json"))
+        _record_evaluation(ctx, s, splits)
         return ClassifierRun(
             model=model,
             train=_ImageDataset(splits.train),
@@ -447,3 +448,20 @@ def _cached_dataset(dataset: str, base_dir: Path, image_size: tuple[int, int] | 
     if key not in _DATA:
         _DATA[key] = load_image_dataset(dataset, base_dir=base_dir, image_size=image_size, channels=channels)
     return _DATA[key]
+
+
+def _record_evaluation(ctx: TrialContext, s: ImageClassificationSettings, splits: Any) -> None:
+    """The ``evaluation`` trial attribute: which validation images scored the trial (see ``hpsearch compare``)."""
+    from hpsearch.data._splits import EVALUATION_ATTR, array_ids, evaluation_record, ids_hash
+
+    record = evaluation_record(
+        s.dataset,
+        split="holdout",
+        examples=len(splits.val),
+        val_hash=ids_hash(array_ids(splits.val.images)),
+        max_examples=s.max_examples,
+        val_fraction=s.val_fraction,
+        test_fraction=s.test_fraction or None,
+        data_seed=s.data_seed,
+    )
+    ctx.set_user_attr(EVALUATION_ATTR, record)

@@ -419,7 +419,7 @@ class TextClassificationTrainer(TorchClassifierTrainer[TextClassificationSetting
         time_tokenize = time.perf_counter() - t0
         layers_field = "search_space.num_layers" if "num_layers" in ctx.params else "trainer.num_layers"
         model = self._build_model(s, splits.label_names, tokenizer, layers_field=layers_field)
-        _record_data(ctx, splits, stats, tokens)
+        _record_data(ctx, splits, stats, tokens, s)
         train_collate, eval_collate = _collators(s, tokenizer)
         has_test = splits.test is not None and tokens.test is not None
         return ClassifierRun(

@@ -12,18 +12,24 @@ Columns of :func:`compare`:
 study              study name
 trainer            ``trainer.kind`` the study was run with (empty if not hpsearch)
 method             sampler name, or the scikit-learn strategy of ``sklearn_search``
-metric, direction  the objective
-best_value         best COMPLETE value
+metric, direction  the objective (several: comma-separated, in order)
+best_value         best feasible COMPLETE value (None with several objectives: see front)
 best_std           its CV spread (``std_test_<metric>`` or ``metrics.<metric>_std``)
 best_params        the best trial's params (dict)
 best_trial         its number
 complete, pruned,
 failed, running    trial counts by state (``running`` includes WAITING)
+infeasible         COMPLETE trials that break a ``constraints:`` bound (never the best)
+front              several objectives: the Pareto front's size (feasible trials)
+hypervolume        several objectives: the front's hypervolume against one reference
+                   point shared by the compared studies (:mod:`hpsearch.views._front`)
 compute_s          sum of finished trials' durations (a trial's wall time; an
                    imported row: its fits' and scorings' seconds)
 gpu_s              compute_s × GPUs per trial × workers, when the study used GPUs
 time_to_best_s     compute_s of the trials up to and including the best, in trial order
 trials_to_best     number of finished trials up to and including the best
+evaluation         what the best trial was scored on (its ``evaluation`` attribute: dataset,
+                   examples, split, ``val_hash`` ...; None when the trainer records none)
 compute_to_beat_s  per ``compare_with`` baseline (study name -> seconds): compute_s
                    (gpu_s where GPUs were used) of the trials up to and including
                    the first COMPLETE one strictly better than the baseline's best
@@ -34,6 +40,9 @@ storage            storage URL, password masked
 =================  ==============================================================
 
 :func:`render` writes ``csv`` and ``json`` with every column (dicts as JSON).
+``table`` and ``markdown`` show ``evaluation`` short (``holdout 103 #a1b2c3``) and add one
+warning line under the table when the studies were scored on different examples
+(:func:`evaluation_warning`). :func:`paired_compare` compares two studies' best trials fold by fold.
 ``table`` and ``markdown`` leave ``best_params`` out (and ``table`` also
 ``storage``); ``params=True`` adds a second table, one row per study and param.
 ``table`` uses short headers, cuts study names to 24 characters and, when the
@@ -45,10 +54,12 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from hpsearch.data._splits import EVALUATION_ATTR
 from hpsearch.errors import ConfigError, StorageError, one_line
 from hpsearch.storage import check_storage, mask_url, readonly_engine
 from hpsearch.study._scheduling import WARM_START_ATTR
@@ -60,7 +71,19 @@ if TYPE_CHECKING:
 
     from hpsearch.config import StudyConfig
 
-__all__ = ["compare", "compare_rows", "COLUMNS", "FORMATS", "render"]
+__all__ = [
+    "compare",
+    "compare_output",
+    "compare_rows",
+    "COLUMNS",
+    "FORMATS",
+    "evaluation_cell",
+    "evaluation_warning",
+    "corrected_t_test",
+    "paired_compare",
+    "render",
+    "render_paired",
+]
 
 COLUMNS = [
     "study",
@@ -76,11 +99,15 @@ COLUMNS = [
     "pruned",
     "failed",
     "running",
+    "infeasible",
+    "front",
+    "hypervolume",
     "compute_s",
     "gpu_s",
     "time_to_best_s",
     "trials_to_best",
     "compute_to_beat_s",
+    "evaluation",
     "storage",
 ]
 FORMATS = ("table", "csv", "json", "markdown")
@@ -88,6 +115,8 @@ _FINISHED = ("COMPLETE", "PRUNED", "FAIL")
 #: The study attribute holding the resolved study YAML (written by the study manager).
 CONFIG_ATTR = "hpsearch.config"
 _STUDY_KEYS = ("hpsearch.trainer", "hpsearch.objective", CONFIG_ATTR, "sklearn.strategy")
+#: The trial attribute where ``sklearn_cv`` keeps each fold's score.
+CV_SCORES_ATTR = "cv_scores"
 #: A trial row: (trial_id, number, state, datetime_start, datetime_complete).
 _Trial = tuple[int, int, str, Any, Any]
 
@@ -117,6 +146,7 @@ _SCHEMA: dict[str, tuple[str, tuple[tuple[str, str], ...]]] = {
         (("trial_id", "Integer"), ("param_name", "String"), ("param_value", "Float"), ("distribution_json", "Text")),
     ),
     "trial_attrs": ("trial_user_attributes", (("trial_id", "Integer"), ("key", "String"), ("value_json", "Text"))),
+    "trial_sys": ("trial_system_attributes", (("trial_id", "Integer"), ("key", "String"), ("value_json", "Text"))),
 }
 
 
@@ -259,20 +289,37 @@ def _trial_rows(
     v = t["values"]
     complete = sqlalchemy.cast(tr.c.state, sqlalchemy.String) == "COMPLETE"
     values: dict[int, tuple[float, str]] = {}
+    infeasible = _infeasible(con, t, ids)
     for tid, value, vtype in con.execute(
         select(v.c.trial_id, v.c.value, v.c.value_type)
         .select_from(v.join(tr, tr.c.trial_id == v.c.trial_id))
         .where(and_(tr.c.study_id.in_(ids), complete, v.c.objective == 0))
     ):
-        values[tid] = (value, str(vtype))
+        if tid not in infeasible:  # an infeasible trial is never the best
+            values[tid] = (value, str(vtype))
+    for sid in ids:
+        trials[sid] = [(*tr_[:2], "INFEASIBLE" if tr_[0] in infeasible else tr_[2], *tr_[3:]) for tr_ in trials[sid]]
     return trials, values
+
+
+def _infeasible(con: Any, t: dict[str, Any], ids: list[int]) -> set[int]:
+    """Trial ids with a constraint above 0 (Optuna's ``constraints:<name>`` system attributes)."""
+    from sqlalchemy import and_, select
+
+    tr, sa = t["trials"], t["trial_sys"]
+    rows = con.execute(
+        select(sa.c.trial_id, sa.c.value_json)
+        .select_from(sa.join(tr, tr.c.trial_id == sa.c.trial_id))
+        .where(and_(tr.c.study_id.in_(ids), sa.c.key.like("constraints:%")))
+    )
+    return {tid for tid, value in rows if isinstance(_loads(value), (int, float)) and _loads(value) > 0}
 
 
 def _best_details(
     con: Any, t: dict[str, Any], rows: list[dict[str, Any]]
 ) -> tuple[dict[int, dict[str, Any]], dict[int, dict[str, Any]]]:
     """The best trials' params, and their user attributes that may hold the CV spread, by trial id."""
-    from sqlalchemy import and_, select
+    from sqlalchemy import and_, or_, select
 
     best_ids = [r["_best_tid"] for r in rows if r["_best_tid"] is not None]
     params: dict[int, dict[str, Any]] = {}
@@ -285,10 +332,10 @@ def _best_details(
     ):
         params.setdefault(tid, {})[name] = _external(value, dist)
     ta = t["trial_attrs"]
-    keys = {"metrics"} | {f"std_test_{r['metric']}" for r in rows if r["metric"]}
+    keys = {"metrics", EVALUATION_ATTR, CV_SCORES_ATTR} | {f"std_test_{r['metric']}" for r in rows if r["metric"]}
     for tid, key, value in con.execute(
         select(ta.c.trial_id, ta.c.key, ta.c.value_json).where(
-            and_(ta.c.trial_id.in_(best_ids), ta.c.key.in_(sorted(keys)))
+            and_(ta.c.trial_id.in_(best_ids), or_(ta.c.key.in_(sorted(keys)), ta.c.key.like("split%")))
         )
     ):
         extra.setdefault(tid, {})[key] = _loads(value)
@@ -306,6 +353,22 @@ def _fill_best(row: dict[str, Any], params: dict[int, dict[str, Any]], extra: di
     if std is None:
         std = (found.get("metrics") or {}).get(f"{row['metric']}_std")
     row["best_std"] = float(std) if isinstance(std, (int, float)) else None
+    evaluation = found.get(EVALUATION_ATTR)
+    row["evaluation"] = evaluation if isinstance(evaluation, dict) else None
+    row["_fold_scores"] = _fold_scores(found, row["metric"])
+
+
+def _fold_scores(attrs: dict[str, Any], metric: str) -> list[float] | None:
+    """The best trial's score on each fold, in fold order: ``cv_scores`` (``sklearn_cv``) or
+    ``split<k>_test_<metric>`` (an imported ``sklearn_search`` row); None when it has neither."""
+    scores = attrs.get(CV_SCORES_ATTR)
+    if isinstance(scores, list) and all(isinstance(v, (int, float)) for v in scores):
+        return [float(v) for v in scores]
+    pattern = re.compile(rf"^split(\d+)_test_{re.escape(metric)}$")
+    found = {int(m[1]): v for k, v in attrs.items() if (m := pattern.match(k)) and isinstance(v, (int, float))}
+    if not found or sorted(found) != list(range(len(found))):
+        return None
+    return [float(found[k]) for k in range(len(found))]
 
 
 def _scan(
@@ -313,12 +376,15 @@ def _scan(
 ) -> tuple[dict[str, int], list[tuple[int, float]], list[tuple[int, float]], tuple[float, int, int] | None]:
     """(counts by state, incl. ``running``; (number, seconds) of finished trials; (number, value) of COMPLETE
     ones; best (value, number, trial id))."""
-    counts = {"COMPLETE": 0, "PRUNED": 0, "FAIL": 0, "running": 0}
+    counts = {"COMPLETE": 0, "PRUNED": 0, "FAIL": 0, "running": 0, "INFEASIBLE": 0}
     maximize = bool(directions) and directions[0] == "maximize"
     best: tuple[float, int, int] | None = None
     durations: list[tuple[int, float]] = []
     completes: list[tuple[int, float]] = []
     for tid, number, state, start, end in trials:
+        if state == "INFEASIBLE":  # a COMPLETE trial outside a constraint: counted as both
+            counts["INFEASIBLE"] += 1
+            state = "COMPLETE"
         if state in _FINISHED:
             counts[state] += 1
             secs = (end - start).total_seconds() if start is not None and end is not None else 0.0
@@ -363,12 +429,17 @@ def _summarise(
         "pruned": counts["PRUNED"],
         "failed": counts["FAIL"],
         "running": counts["running"],
+        "infeasible": counts["INFEASIBLE"],
+        "front": None,
+        "hypervolume": None,
         "compute_s": compute,
         "gpu_s": compute * gpus * workers if gpus > 0 else None,
         "time_to_best_s": sum(s for n, s in durations if n <= best[1]) if best else None,
         "trials_to_best": sum(1 for n, _ in durations if n <= best[1]) if best else None,
         "compute_to_beat_s": {},
+        "evaluation": None,
         "storage": mask_url(url),
+        "_url": url,
         "_best_tid": best[2] if best else None,
         "_trace": _Trace(durations, completes, gpus * workers if gpus > 0 else 1.0, directions[:1] == ["maximize"]),
     }
@@ -460,27 +531,61 @@ def _baseline_bests(targets: list[_Target], found: dict[tuple[str, str], dict[st
     return bests
 
 
-def compare(studies: Sequence[str | Path | StudyConfig] | None = None, *, storage: str | None = None) -> pd.DataFrame:
+def compare(
+    studies: Sequence[str | Path | StudyConfig] | None = None,
+    *,
+    storage: str | None = None,
+    reference: Sequence[float] | None = None,
+) -> pd.DataFrame:
     """One row per study (see the module docstring for the columns); reads, never writes.
 
     Args:
         studies: Study YAML files (or configs). With ``storage``, plain study
             names are accepted too. None or empty: every study in ``storage``.
         storage: Storage URL overriding the files' own, or to list.
+        reference: Several objectives: the hypervolume's reference point (default: see
+            :mod:`hpsearch.views._front`).
 
     Raises:
-        ConfigError: Neither studies nor storage, or a bad study file.
+        ConfigError: Neither studies nor storage, a bad study file, or a reference of the wrong length.
         StorageError: Missing database or study.
     """
     import pandas as pd
 
-    return pd.DataFrame(compare_rows(studies, storage=storage), columns=COLUMNS)
+    return pd.DataFrame(compare_rows(studies, storage=storage, reference=reference), columns=COLUMNS)
 
 
 def compare_rows(
-    studies: Sequence[str | Path | StudyConfig] | None = None, *, storage: str | None = None
+    studies: Sequence[str | Path | StudyConfig] | None = None,
+    *,
+    storage: str | None = None,
+    reference: Sequence[float] | None = None,
 ) -> list[dict[str, Any]]:
     """What :func:`compare` returns, as a list of dicts (no pandas import)."""
+    rows = _full_rows(studies, storage)
+    _add_fronts(rows, reference)
+    return [{c: r.get(c) for c in COLUMNS} for r in rows]
+
+
+def _add_fronts(rows: list[dict[str, Any]], reference: Sequence[float] | None) -> None:
+    """Fill ``front`` and ``hypervolume`` (and name every objective) for the multi-objective studies."""
+    multi = [r for r in rows if "," in r["direction"]]
+    if not multi:
+        return
+    import optuna
+
+    from hpsearch.storage import open_readonly_storage
+    from hpsearch.study._objectives import study_metrics
+    from hpsearch.views._front import front_cell, front_summaries
+
+    studies = [optuna.load_study(study_name=r["study"], storage=open_readonly_storage(r["_url"])) for r in multi]
+    for row, study, summary in zip(multi, studies, front_summaries(studies, reference), strict=True):
+        row.update(front_cell(summary))
+        row["metric"] = ",".join(study_metrics(study))
+
+
+def _full_rows(studies: Sequence[str | Path | StudyConfig] | None, storage: str | None) -> list[dict[str, Any]]:
+    """Compare rows with their private keys (``_fold_scores``, ``_trace``)."""
     rows: list[dict[str, Any]] = []
     if not studies:
         if storage is None:
@@ -495,7 +600,40 @@ def compare_rows(
             row = found[(url, name)]
             row["compute_to_beat_s"] = {b: _compute_to_beat(row["_trace"], bests[(u, b)]) for u, b in baselines}
         rows = [found[(url, name)] for url, name in dict.fromkeys((u, n) for u, n, _ in targets)]
-    return [{c: r.get(c) for c in COLUMNS} for r in rows]
+    return rows
+
+
+def evaluation_cell(record: dict[str, Any] | None) -> str:
+    """An ``evaluation`` record, short: ``holdout 103 #a1b2c3`` or ``cv:5 2127 #d4e5f6`` ("" for None)."""
+    if not isinstance(record, dict):
+        return ""
+    split = str(record.get("split") or "?").split(" ")[0]
+    return f"{split} {record.get('examples', '?')} #{str(record.get('val_hash') or '?')[:6]}"
+
+
+def _evaluation_key(record: dict[str, Any]) -> tuple[Any, ...]:
+    """What makes two evaluations the same: the split, its size and the hash of its examples
+    (content ids: the dataset's name or path may differ for the same examples)."""
+    return (record.get("split"), record.get("examples"), record.get("val_hash"))
+
+
+def evaluation_warning(rows: Sequence[dict[str, Any]]) -> str | None:
+    """One warning line when the rows' best trials were scored on different examples, else None.
+
+    Rows whose trainer records no ``evaluation`` are left out (unknown is not known to differ).
+    """
+    known = [(r["study"], r["evaluation"]) for r in rows if isinstance(r.get("evaluation"), dict)]
+    if len({_evaluation_key(e) for _, e in known}) < 2:
+        return None
+    datasets = {e.get("dataset") for _, e in known}
+    seen = ", ".join(
+        f"{name} {evaluation_cell(e)}" + (f" ({e.get('dataset') or '?'})" if len(datasets) > 1 else "")
+        for name, e in known
+    )
+    return (
+        f"warning: not scored on the same examples: {seen}; the scores are not directly comparable "
+        "(score them on one split: validation: holdout)"
+    )
 
 
 def _text_cell(value: Any) -> str:
@@ -538,15 +676,22 @@ _SHORT: list[tuple[str, Any]] = [
     ("std", lambda r: fmt_num(r["best_std"], 2)),
     ("#best", lambda r: fmt_num(r["best_trial"])),
     ("ok/pr/fail/run", lambda r: f"{r['complete']}/{r['pruned']}/{r['failed']}/{r['running']}"),
+    ("infeas", lambda r: str(r.get("infeasible") or "")),
+    ("front", lambda r: fmt_num(r.get("front"))),
+    ("hypervol", lambda r: fmt_num(r.get("hypervolume"))),
     ("compute", lambda r: _secs(r["compute_s"])),
     ("gpu", lambda r: "–" if r["gpu_s"] is None else _secs(r["gpu_s"])),
     ("to best", lambda r: "–" if r["time_to_best_s"] is None else _secs(r["time_to_best_s"])),
     ("n best", lambda r: fmt_num(r["trials_to_best"])),
+    ("evaluated on", lambda r: evaluation_cell(r.get("evaluation")) or "–"),
 ]
 
 
+#: Table columns left out when no study fills them.
+_OPTIONAL = ("infeas", "front", "hypervol")
+
 #: The keys the narrow ``table`` format reads: without them, ``table`` is one plain aligned table.
-_NARROW_NEEDS = set(COLUMNS) - {"best_params", "compute_to_beat_s", "storage"}
+_NARROW_NEEDS = set(COLUMNS) - {"best_params", "compute_to_beat_s", "evaluation", "storage"}
 
 
 def _aligned(head: list[str], cells: list[list[str]]) -> list[str]:
@@ -579,6 +724,8 @@ def _beat_columns(records: list[dict[str, Any]]) -> list[list[str]]:
 def _text_table(records: list[dict[str, Any]], width: int) -> str:
     """The ``table`` format: short headers, cut names, wrapped into blocks of at most ``width`` columns."""
     columns = [[h] + [str(cell(r)) for r in records] for h, cell in _SHORT] + _beat_columns(records)
+    # The columns of constraints and several objectives only when a study has them.
+    columns = [c for c in columns if c[0] not in _OPTIONAL or any(x not in ("", "–") for x in c[1:])]
     blocks = []
     for block in _blocks(columns, width):
         body = [[columns[i][k] for i in block] for k in range(1, len(records) + 1)]
@@ -648,7 +795,161 @@ def render(
         main = _text_table(records, width or shutil.get_terminal_size((80, 24)).columns)
     else:
         cols = [c for c in columns if c != "best_params"]
-        main = _markdown(
-            cols, [[_beat_cell(r[c]) if c == "compute_to_beat_s" else _text_cell(r[c]) for c in cols] for r in records]
-        )
+        main = _markdown(cols, [[_markdown_cell(c, r[c]) for c in cols] for r in records])
+    warning = evaluation_warning(records) if "evaluation" in columns and "study" in columns else None
+    main += f"\n{warning}" if warning else ""
     return main + ("\n\n" + _params_table(records, fmt) if params else "")
+
+
+def _markdown_cell(column: str, value: Any) -> str:
+    if column == "compute_to_beat_s":
+        return _beat_cell(value)
+    if column == "evaluation":
+        return evaluation_cell(value)
+    return _text_cell(value)
+
+
+def compare_output(
+    studies: Sequence[str],
+    *,
+    storage: str | None = None,
+    fmt: str = "table",
+    params: bool = False,
+    paired: bool = False,
+    reference: str | None = None,
+) -> tuple[str, str | None]:
+    """What ``hpsearch compare`` prints: the text for stdout, and a warning line for stderr (None: none).
+
+    ``table`` and ``markdown`` carry the evaluation warning under the table; ``csv`` and ``json`` leave it
+    out of the data and return it for stderr. ``paired`` renders :func:`paired_compare` of two studies.
+    """
+    if fmt not in FORMATS:
+        raise ConfigError(f"--format: expected one of {', '.join(FORMATS)}, got {fmt!r}")
+    if paired:
+        if len(studies) != 2:
+            raise ConfigError(f"compare --paired: give exactly two studies, got {len(studies)}")
+        return render_paired(paired_compare(studies[0], studies[1], storage=storage), fmt), None
+    from hpsearch.views._front import parse_reference
+
+    rows = compare_rows(list(studies), storage=storage, reference=parse_reference(reference))
+    return render(rows, fmt, params=params), evaluation_warning(rows) if fmt in ("csv", "json") else None
+
+
+# ---------------------------------------------------------------- paired comparison
+
+
+def paired_compare(
+    a: str | Path | StudyConfig, b: str | Path | StudyConfig, *, storage: str | None = None
+) -> dict[str, Any]:
+    """Two studies' best trials compared fold by fold, on the same folds.
+
+    Returns the studies, metric, each fold's scores and difference (A - B), the mean
+    difference, the corrected resampled t-test of Nadeau & Bengio (2003) (``t``, ``df``,
+    two-sided ``p``) and the fold wins (by the objective's direction).
+
+    Raises:
+        ConfigError: Not two studies, no per-fold scores, or not scored on the same folds.
+    """
+    rows = _full_rows([a, b], storage)
+    if len(rows) != 2:
+        raise ConfigError("compare --paired: give two different studies, got the same study twice")
+    ra, rb = rows
+    _check_pairable(ra, rb)
+    sa, sb = ra["_fold_scores"], rb["_fold_scores"]
+    diffs = [x - y for x, y in zip(sa, sb, strict=True)]
+    t, p = corrected_t_test(diffs, test_train_ratio=1 / (len(diffs) - 1))
+    sign = 1 if ra["direction"] == "maximize" else -1
+    return {
+        "a": ra["study"],
+        "b": rb["study"],
+        "metric": ra["metric"],
+        "direction": ra["direction"],
+        "evaluation": ra["evaluation"],
+        "folds": [{"fold": k, "a": x, "b": y, "diff": x - y} for k, (x, y) in enumerate(zip(sa, sb, strict=True))],
+        "mean_diff": sum(diffs) / len(diffs),
+        "t": t,
+        "df": len(diffs) - 1,
+        "p": p,
+        "wins": {
+            "a": sum(1 for d in diffs if d * sign > 0),
+            "b": sum(1 for d in diffs if d * sign < 0),
+            "ties": sum(1 for d in diffs if d == 0),
+        },
+    }
+
+
+def corrected_t_test(diffs: Sequence[float], *, test_train_ratio: float) -> tuple[float, float]:
+    """(t, two-sided p) of the corrected resampled t-test (Nadeau & Bengio, 2003).
+
+    ``t = mean(d) / sqrt((1/k + n_test/n_train) * var(d, ddof=1))`` with ``k - 1`` degrees of
+    freedom; ``test_train_ratio`` is ``n_test/n_train`` (``1/(k-1)`` for k-fold CV). Equal
+    differences (no variance) give ``t = ±inf, p = 0``, or ``t = 0, p = 1`` when all are 0.
+    """
+    from scipy.stats import t as student_t
+
+    k = len(diffs)
+    mean = sum(diffs) / k
+    var = sum((d - mean) ** 2 for d in diffs) / (k - 1)
+    scale = math.sqrt((1 / k + test_train_ratio) * var)
+    if scale == 0:
+        return (0.0, 1.0) if mean == 0 else (math.copysign(math.inf, mean), 0.0)
+    t = mean / scale
+    return t, float(2 * student_t.sf(abs(t), k - 1))
+
+
+def _check_pairable(ra: dict[str, Any], rb: dict[str, Any]) -> None:
+    """Refuse two best trials that were not scored fold by fold on the very same folds."""
+    where = "compare --paired"
+    for r in (ra, rb):
+        if r["best_trial"] is None:
+            raise ConfigError(f"{where}: study {r['study']!r} has no COMPLETE trial yet; run it first")
+        if r["_fold_scores"] is None:
+            raise ConfigError(
+                f"{where}: the best trial of {r['study']!r} has no per-fold scores; only sklearn_cv and "
+                "sklearn_search studies store them (compare the others without --paired)"
+            )
+        if r["evaluation"] is None:
+            raise ConfigError(
+                f"{where}: study {r['study']!r} records no evaluation (run before hpsearch recorded its folds); "
+                "run it again to compare fold by fold"
+            )
+    if ra["metric"] != rb["metric"] or ra["direction"] != rb["direction"]:
+        raise ConfigError(
+            f"{where}: {ra['study']!r} optimises {ra['metric']} ({ra['direction']}) but {rb['study']!r} "
+            f"{rb['metric']} ({rb['direction']}); pair studies of the same objective"
+        )
+    if _evaluation_key(ra["evaluation"]) != _evaluation_key(rb["evaluation"]):
+        raise ConfigError(
+            f"{where}: {ra['study']!r} ({evaluation_cell(ra['evaluation'])}) and {rb['study']!r} "
+            f"({evaluation_cell(rb['evaluation'])}) were not scored on the same folds; give both the same "
+            "dataset, validation, cv, data_seed and max_examples"
+        )
+    if len(ra["_fold_scores"]) != len(rb["_fold_scores"]) or len(ra["_fold_scores"]) < 2:
+        raise ConfigError(
+            f"{where}: {ra['study']!r} and {rb['study']!r} have {len(ra['_fold_scores'])} and "
+            f"{len(rb['_fold_scores'])} fold scores; a paired test needs the same 2 or more folds (validation: cv)"
+        )
+
+
+def render_paired(result: dict[str, Any], fmt: str) -> str:
+    """:func:`paired_compare`'s result as ``table`` (the folds, then the test), ``markdown`` or ``json``."""
+    if fmt == "json":
+        return json.dumps(result, ensure_ascii=False, indent=2)
+    if fmt not in ("table", "markdown"):
+        raise ConfigError(f"--format: --paired prints table, markdown or json, got {fmt!r}")
+    head = ["fold", _cut(result["a"]), _cut(result["b"]), "diff"]
+    cells = [[str(f["fold"]), fmt_num(f["a"]), fmt_num(f["b"]), f"{f['diff']:+.4g}"] for f in result["folds"]]
+    table = "\n".join(_aligned(head, cells)) if fmt == "table" else _markdown(head, cells)
+    wins = result["wins"]
+    return "\n".join(
+        [
+            table,
+            "",
+            f"{result['metric']} ({result['direction']}), {len(cells)} folds, "
+            f"evaluated on {evaluation_cell(result['evaluation'])}",
+            f"mean difference ({result['a']} - {result['b']}): {result['mean_diff']:+.4g}",
+            f"corrected resampled t-test (Nadeau & Bengio 2003): t = {result['t']:.4g}, "
+            f"df = {result['df']}, p = {result['p']:.4g}",
+            f"fold wins: {result['a']} {wins['a']}, {result['b']} {wins['b']}, ties {wins['ties']}",
+        ]
+    )

@@ -401,3 +401,43 @@ def test_sklearn_cv_trades_accuracy_against_fit_time(tmp_path):
     done = [t for t in result.study.get_trials() if t.state == TrialState.COMPLETE]
     assert len(done) == 3
     assert all(t.values == [t.user_attrs["metrics"]["accuracy"], t.user_attrs["metrics"]["fit_time"]] for t in done)
+
+
+def test_compare_gives_front_size_hypervolume_and_infeasible_counts(tmp_path):
+    from hpsearch.views._front import front_summaries
+
+    _write(tmp_path, _study("a", n_trials=8, extra="constraints: [{metric: cost, max: 8}]\n"), "a.yaml")
+    _write(tmp_path, _study("b", sampler="tpe", n_trials=6), "b.yaml")
+    a, b = _run(tmp_path / "a.yaml").study, _run(tmp_path / "b.yaml").study
+    done = run_cli("compare", "a.yaml", "b.yaml", "-f", "json", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    ra, rb = json.loads(done.stdout)
+    sa, sb = front_summaries([a, b])
+    assert (ra["front"], rb["front"]) == (len(a.best_trials), len(b.best_trials))
+    assert (ra["hypervolume"], rb["hypervolume"]) == (pytest.approx(sa.hypervolume), pytest.approx(sb.hypervolume))
+    assert ra["metric"] == "f1,f2" and ra["best_value"] is None
+    assert ra["infeasible"] == sum(t.params["x"] > 3 for t in a.trials) and rb["infeasible"] == 0
+    given = json.loads(run_cli("compare", "a.yaml", "--reference", "40,40", "-f", "json", cwd=tmp_path).stdout)
+    assert given[0]["hypervolume"] == pytest.approx(_hv_2d([tuple(t.values) for t in a.best_trials], (40.0, 40.0)))
+    table = run_cli("compare", "a.yaml", "b.yaml", cwd=tmp_path).stdout
+    assert "front" in table and "hypervol" in table and "infeas" in table
+    bad = run_cli("compare", "a.yaml", "--reference", "1,2,3", cwd=tmp_path)
+    assert bad.returncode == 2 and "--reference: give one value per objective (f1, f2), got 3" in bad.stderr
+
+
+def test_compare_never_takes_an_infeasible_trial_as_the_best(tmp_path):
+    _write(
+        tmp_path,
+        _study(
+            objective="{metric: value, direction: minimize}",
+            sampler="grid",
+            n_trials=5,
+            fn="single",
+            space="x: [0.0, 1.0, 2.0, 3.0, 4.0]",
+            extra="constraints: [{metric: x, min: 3}]\n",
+        ),
+    )
+    _run(tmp_path / "s.yaml")
+    (row,) = json.loads(run_cli("compare", "s.yaml", "-f", "json", cwd=tmp_path).stdout)
+    assert (row["best_value"], row["infeasible"], row["complete"]) == (1.0, 3, 5)
+    assert row["best_params"] == {"x": 3.0}

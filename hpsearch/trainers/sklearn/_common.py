@@ -17,7 +17,9 @@ Data is a bundled tabular set (digits, iris, wine, breast_cancer), a built-in
 text set (bbc_news, chinese_reviews: raw texts, so the estimator must start
 with a vectorizer), or a CSV/TSV file (tabular; text when ``text_column`` is set).
 Both trainers build their folds with :func:`make_cv`, so a GridSearchCV study
-and a TPE study on the same settings score every candidate on the same folds.
+and a TPE study on the same settings score every candidate on the same folds;
+with ``validation: holdout`` both score on the text trainer's validation split
+instead (:mod:`hpsearch.trainers.sklearn._evaluation`).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from __future__ import annotations
 import importlib
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -74,8 +76,13 @@ class SklearnSettings(TrainerSettings):
     text_column: str | None = None
     #: Stratified subsample of at most this many examples (None: all).
     max_examples: int | None = Field(None, ge=10)
+    #: ``cv``: ``cv``-fold cross-validation; ``holdout``: the text trainer's validation split
+    #: of the same ``max_examples``/``val_fraction``/``test_fraction``/``data_seed``.
+    validation: Literal["cv", "holdout"] = "cv"
     cv: int = Field(5, ge=2)
     shuffle: bool = True
+    val_fraction: float = Field(0.2, gt=0, lt=1)
+    test_fraction: float = Field(0.0, ge=0, lt=1)
     data_seed: int = 0
 
 

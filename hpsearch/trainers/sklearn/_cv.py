@@ -4,14 +4,16 @@ Each fold's running mean score is reported, so a pruner can stop a bad
 configuration after its first folds. Cross-validation itself is scikit-learn's.
 The estimator may be a Pipeline (search-space names are then ``step__param``)
 and the data a built-in text set; see :mod:`hpsearch.trainers.sklearn._common`.
-Folds come from :func:`~hpsearch.trainers.sklearn._common.make_cv`, the same as
-the ``sklearn_search`` trainer's, so both score a candidate identically.
+Folds come from :func:`~hpsearch.trainers.sklearn._evaluation.evaluation_data`, the same as
+the ``sklearn_search`` trainer's, so both score a candidate identically; with
+``validation: holdout`` the one fold is the text trainer's validation split.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from hpsearch.data._splits import EVALUATION_ATTR
 from hpsearch.errors import one_line
 from hpsearch.trainers._base import BaseTrainer, TrialContext, TrialPruned
 from hpsearch.trainers.sklearn._common import (
@@ -19,10 +21,9 @@ from hpsearch.trainers.sklearn._common import (
     check_params,
     check_scoring,
     import_estimator,
-    load_xy,
-    make_cv,
     make_estimator,
 )
+from hpsearch.trainers.sklearn._evaluation import check_validation, evaluation_data
 
 __all__ = ["SklearnCVTrainer", "SklearnCVSettings", "import_estimator"]
 
@@ -46,7 +47,8 @@ class SklearnCVTrainer(BaseTrainer):
             {"search_space": sorted(param_names), "trainer.estimator_params": sorted(s.estimator_params)},
         )
         check_scoring(s.scoring)
-        load_xy(s, self.study_dir)
+        check_validation(s)
+        evaluation_data(s, self.study_dir, make_estimator(s.estimator, dict(s.estimator_params)))
 
     def metrics(self) -> frozenset[str]:
         """The keys :meth:`run` returns: the scorer, its spread over folds and the fit time."""
@@ -57,22 +59,29 @@ class SklearnCVTrainer(BaseTrainer):
         """Import scikit-learn's cross-validation and the estimator; read the data."""
         import sklearn.model_selection  # noqa: F401
 
-        make_estimator(self.settings.estimator, dict(self.settings.estimator_params))
-        load_xy(self.settings, self.study_dir)
+        est = make_estimator(self.settings.estimator, dict(self.settings.estimator_params))
+        evaluation_data(self.settings, self.study_dir, est)
 
     def run(self, params: dict[str, Any], ctx: TrialContext) -> dict[str, float]:
+        """Score ``params`` fold by fold (one fold: the holdout), reporting the running mean.
+
+        Leaves ``cv_scores`` (each fold's score, in fold order) and ``evaluation`` (what the
+        folds were) as trial attributes.
+        """
         import numpy as np
         from sklearn.model_selection import cross_validate
 
         s = self.settings
-        X, y = load_xy(s, self.study_dir)
         est = make_estimator(s.estimator, {**s.estimator_params, **params})
-        splitter = make_cv(s, est, y)
+        data = evaluation_data(s, self.study_dir, est)
+        ctx.set_user_attr(EVALUATION_ATTR, data.record)
         scores: list[float] = []
         fit_time = 0.0
-        for k, split in enumerate(splitter.split(X, y)):
+        for k, split in enumerate(data.splits()):
             try:
-                res = cross_validate(est, X, y, cv=[split], scoring=s.scoring, error_score="raise", n_jobs=None)
+                res = cross_validate(
+                    est, data.X, data.y, cv=[split], scoring=s.scoring, error_score="raise", n_jobs=None
+                )
             except Exception as e:
                 raise RuntimeError(one_line(f"{type(est).__name__} fit failed: {e}")) from e
             scores.append(float(res["test_score"][0]))

@@ -14,7 +14,9 @@ Each row becomes a trial with
 * ``value``: ``mean_test_<objective>``;
 * user attrs: every other ``cv_results_`` column (``std_test_<m>``,
   ``rank_test_<m>``, ``split<k>_test_<m>``, ``mean_fit_time`` ...), plus
-  ``strategy``, ``sklearn_version`` and ``metrics``. With one scorer,
+  ``strategy``, ``sklearn_version``, ``metrics`` and ``evaluation`` (what the folds were:
+  ``validation: holdout`` scores on the text trainer's validation split, as one
+  ``PredefinedSplit`` fold). With one scorer,
   scikit-learn's ``..._score`` keys are renamed ``..._<scorer name>``.
 
 States: a row with a non-finite mean score (failed fits) is ``FAIL`` with a
@@ -50,6 +52,7 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError
 
+from hpsearch.data._splits import EVALUATION_ATTR
 from hpsearch.errors import ConfigError, TrainerError, one_line
 from hpsearch.trainers._base import RECORDS_ATTR, BaseTrainer, TrialContext, TrialRecord
 from hpsearch.trainers.sklearn._common import (
@@ -57,11 +60,10 @@ from hpsearch.trainers.sklearn._common import (
     check_params,
     check_scoring,
     coerce_params,
-    load_xy,
-    make_cv,
     make_estimator,
     metric_key,
 )
+from hpsearch.trainers.sklearn._evaluation import check_validation, evaluation_data
 from hpsearch.trainers.sklearn._fitcache import FitCache, FitCounts, cached_estimator, plain_estimator
 
 __all__ = ["SklearnSearchTrainer", "SklearnSearchSettings", "STRATEGIES"]
@@ -278,6 +280,7 @@ class SklearnSearchTrainer(BaseTrainer):
             s.estimator,
             {"trainer.estimator_params": sorted(s.estimator_params), **{w: sorted(g) for w, g in grids}},
         )
+        check_validation(s)
         import inspect
 
         allowed = set(inspect.signature(_search_class(s.strategy)).parameters) - _OWN_ARGS - {"self"}
@@ -287,7 +290,7 @@ class SklearnSearchTrainer(BaseTrainer):
                     f"trainer.search_options.{key}: not an option of {STRATEGIES[s.strategy][1]} "
                     f"that can be set here; valid: {', '.join(sorted(allowed))}"
                 )
-        load_xy(s, self.study_dir)
+        evaluation_data(s, self.study_dir, make_estimator(s.estimator, s.estimator_params))
 
     # ------------------------------------------------------------ the search
 
@@ -327,7 +330,8 @@ class SklearnSearchTrainer(BaseTrainer):
         objective = _require_objective(ctx.objective, metrics)
         search, failures, counts = self.fit_search(ctx)
         _, dists = self._space(search.estimator)
-        records = _Candidates(search, s, metrics, objective, dists, failures).records()
+        evaluation = evaluation_data(s, self.study_dir, search.estimator).record
+        records = _Candidates(search, s, metrics, objective, dists, failures, evaluation).records()
         ctx.user_attrs[RECORDS_ATTR] = records
         ctx.user_attrs.update(_study_attrs(search, s.strategy, metrics, objective, failures, len(records)))
         if counts is not None:
@@ -349,12 +353,13 @@ class SklearnSearchTrainer(BaseTrainer):
         s = self.settings
         metrics = check_scoring(s.scoring)
         objective = _require_objective(ctx.objective, metrics)
-        X, y = load_xy(s, self.study_dir)
         estimator = make_estimator(s.estimator, s.estimator_params)
+        data = evaluation_data(s, self.study_dir, estimator)
+        X, y = data.X, data.y
         space, _ = self._space(estimator)
         cache = self._fit_cache(ctx, metrics)
         fitted = estimator if cache is None else cached_estimator(estimator, cache)
-        search = self._search(fitted, space, metrics, objective, threads=ctx.resources.threads, y=y)
+        search = self._search(fitted, space, metrics, objective, threads=ctx.resources.threads, cv=data.cv)
         if cache is None:
             return search, _fit(search, X, y), None
         try:
@@ -380,14 +385,14 @@ class SklearnSearchTrainer(BaseTrainer):
             log.warning("sklearn_search: no fit cache (%s): a re-run will fit everything again", err)
             return None
 
-    def _search(self, estimator: Any, space: Any, metrics: list[str], objective: str, *, threads: int, y: Any) -> Any:
-        """The unfitted scikit-learn search object of ``trainer.strategy``."""
+    def _search(self, estimator: Any, space: Any, metrics: list[str], objective: str, *, threads: int, cv: Any) -> Any:
+        """The unfitted scikit-learn search object of ``trainer.strategy``, scoring on the folds ``cv``."""
         s = self.settings
         kwargs: dict[str, Any] = {
             self._space_field: space,
             "scoring": metrics if len(metrics) > 1 else metrics[0],
             "refit": objective if len(metrics) > 1 else True,
-            "cv": make_cv(s, estimator, y),
+            "cv": cv,
             "n_jobs": threads,
             "error_score": s.error_score,
             "return_train_score": s.return_train_score,
@@ -434,9 +439,10 @@ class _Candidates:
         objective: str,
         dists: dict[str, Any],
         failures: list[str],
+        evaluation: dict[str, Any],
     ) -> None:
         self.search, self.s, self.metrics, self.objective = search, settings, metrics, objective
-        self.dists, self.failures = dists, failures
+        self.dists, self.failures, self.evaluation = dists, failures, evaluation
 
     def records(self) -> list[dict[str, Any]]:
         """One :class:`TrialRecord` (as a dict) per candidate, in ``cv_results_`` order."""
@@ -456,6 +462,7 @@ class _Candidates:
                 continue
             attrs[metric_key(col, self.metrics[0]) if single else col] = _plain(values[i])
         attrs["metrics"] = {m: attrs[f"mean_test_{m}"] for m in self.metrics if math.isfinite(attrs[f"mean_test_{m}"])}
+        attrs[EVALUATION_ATTR] = self.evaluation
         return attrs
 
     def _state(self, attrs: dict[str, Any], value: float) -> str:
