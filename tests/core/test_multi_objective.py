@@ -143,7 +143,7 @@ def test_a_two_objective_study_with_a_constraint_has_the_right_front_everywhere(
     assert f"Pareto front of {len(expected)} trials (f1, f2)" in ran.stdout
 
 
-@pytest.mark.parametrize("sampler", ["tpe", "random", "grid", "nsga3", "qmc"])
+@pytest.mark.parametrize("sampler", ["tpe", "random", "grid", "nsga3", "qmc", "gp"])
 def test_every_multi_objective_sampler_runs_a_two_objective_study(tmp_path, sampler):
     space = "x: [-1.0, 0.0, 1.0, 2.0]" if sampler == "grid" else "x: {type: float, low: -5, high: 5}"
     path = _write(tmp_path, _study(sampler=sampler, n_trials=4, space=space))
