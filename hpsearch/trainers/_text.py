@@ -265,7 +265,12 @@ class TextClassificationTrainer(TorchClassifierTrainer[TextClassificationSetting
         return splits, stats
 
     def _build_model(
-        self, s: TextClassificationSettings, label_names: tuple[str, ...], tokenizer: Any, *, layers_field: str
+        self,
+        s: TextClassificationSettings,
+        label_names: tuple[str, ...],
+        tokenizer: Any,
+        *,
+        layers_field: str = "trainer.num_layers",
     ) -> Any:
         """The model of one trial; ``layers_field`` is where a bad ``num_layers`` came from."""
         from transformers import AutoModelForSequenceClassification

@@ -68,6 +68,7 @@ NOT_ON_DEVICE = ("ray", "optuna_dashboard", "plotly", "psycopg", "snownlp", "gt_
 # ------------------------------------------------------------------ run.sh
 
 
+@pytest.mark.slow  # 30-40 s: run by hand (pytest -m slow) to keep the default run under 10 minutes
 def test_cpu_quick_run_writes_every_step(tmp_path: Path, carry_dir: Path) -> None:
     shadow = tmp_path / "shadow"
     for name in NOT_ON_DEVICE:  # unimportable, as on the GPU machine

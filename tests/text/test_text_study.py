@@ -77,6 +77,7 @@ def test_text_study_stores_curve_confusion_and_exportable_model(tmp_path):
     assert model.config.num_labels == 5 and tok("hello world")["input_ids"]
 
 
+@pytest.mark.slow  # 30-40 s: run by hand (pytest -m slow) to keep the default run under 10 minutes
 def test_ddp_text_trial_two_gloo_ranks(tmp_path):
     path = _write(tmp_path, name="ddp", cpus=0.9, workers=2, examples=256, epochs=2)
     path.write_text(path.read_text().replace("save_model: true", "save_model: true\n  verify_ranks: true"))
@@ -91,6 +92,7 @@ def test_ddp_text_trial_two_gloo_ranks(tmp_path):
     assert sorted(trial.intermediate_values) == [1, 2]
 
 
+@pytest.mark.slow  # 30-40 s: run by hand (pytest -m slow) to keep the default run under 10 minutes
 def test_pruned_ddp_text_trial_ends(tmp_path):
     path = _write(tmp_path, name="ddpprune", cpus=0.9, workers=2, examples=256, epochs=4)
     text = path.read_text().replace("n_trials: 1", "n_trials: 1\npruner: {name: threshold, options: {lower: 2.0}}")

@@ -78,6 +78,7 @@ def test_registry_and_settings_contract() -> None:
         TextClassificationSettings.model_validate({"learning_rate": 1e-3})
 
 
+@pytest.mark.slow  # 30-40 s: run by hand (pytest -m slow) to keep the default run under 10 minutes
 def test_tiny_bert_learns_bbc_news(tmp_path: Path) -> None:
     trainer = _trainer(tmp_path, max_examples=1200, max_length=64, epochs=4, save_model=True)
     trainer.validate({"lr", "hidden_dropout"})
