@@ -54,6 +54,7 @@ def test_trials_needing_a_custom_resource_run_on_the_node_that_has_it(two_nodes,
     assert {t.user_attrs["placement"]["node_id"] for t in trials} <= {two_nodes.head_node_id, two_nodes.worker_node_id}
 
 
+@pytest.mark.slow  # 24 s: run by hand (pytest -m slow) to keep the default run under 10 minutes
 def test_joining_without_the_token_fails_with_a_hint(two_nodes, write_study, tmp_path):
     path = write_study(STUDY, **{"obj.py": OBJECTIVES})
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
