@@ -441,3 +441,23 @@ def test_compare_never_takes_an_infeasible_trial_as_the_best(tmp_path):
     (row,) = json.loads(run_cli("compare", "s.yaml", "-f", "json", cwd=tmp_path).stdout)
     assert (row["best_value"], row["infeasible"], row["complete"]) == (1.0, 3, 5)
     assert row["best_params"] == {"x": 3.0}
+
+
+def test_checkpoint_cleanup_keeps_the_front_and_drops_dominated_trials(tmp_path):
+    from optuna.distributions import FloatDistribution
+
+    from hpsearch.checkpoints import CheckpointStore
+    from hpsearch.study._resume import CheckpointCleanup
+
+    study = optuna.create_study(directions=["minimize", "minimize"], storage=f"sqlite:///{tmp_path / 'c.db'}")
+    dist = {"x": FloatDistribution(0, 1)}
+    # Trials 0 and 1 are on the front; 2 is dominated by 0; 3 is infeasible (on the front by value).
+    for values, constraint in (([1, 3], -1), ([2, 1], -1), ([2, 4], -1), ([0, 0], 1)):
+        study.add_trial(
+            optuna.trial.create_trial(
+                values=values, params={"x": 0.5}, distributions=dist, system_attrs={"constraints:c": constraint}
+            )
+        )
+    store = CheckpointStore(str(tmp_path / "ckpt"), "s")
+    kept = CheckpointCleanup(store, directions=["minimize", "minimize"])._needed(study.get_trials())
+    assert kept == {0, 1}
