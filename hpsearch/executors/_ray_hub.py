@@ -36,14 +36,20 @@ class ReportHub:
         self._outcomes: dict[int, dict[int, Any]] = {}
         self._logs: dict[int, list[bytes]] = {}
         self._log_bytes: dict[int, int] = {}
+        #: The last batch drained, (sequence number, reports, output), until the driver acknowledges it.
+        self._sent: tuple[int, list[tuple[int, int, float]], dict[int, bytes]] = (0, [], {})
 
     async def report(self, number: int, step: int, value: float) -> None:
         """Queue one intermediate value for the driver."""
         self._events.append((number, step, value))
         self._new.set()
 
-    async def drain(self, timeout: float) -> tuple[list[tuple[int, int, float]], dict[int, bytes]]:
-        """All queued reports, and the output held by trial; waits up to ``timeout`` s for the first report."""
+    async def drain(self, timeout: float, ack: int = 0) -> tuple[int, list[tuple[int, int, float]], dict[int, bytes]]:
+        """(sequence number, all queued reports, the output held by trial); waits up to ``timeout`` s
+        for the first report. ``ack``: the last sequence number the driver received; a batch it has
+        not acknowledged (its call was lost on the way back) is sent again first."""
+        if self._sent[0] > ack:
+            return self._sent
         if not self._events:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._new.wait(), timeout)
@@ -52,7 +58,8 @@ class ReportHub:
         logs = {number: b"".join(chunks) for number, chunks in self._logs.items()}
         self._logs.clear()
         self._log_bytes.clear()
-        return events, logs
+        self._sent = (self._sent[0] + 1, events, logs)
+        return self._sent
 
     async def log(self, number: int, data: bytes) -> None:
         """Hold new output of trial ``number`` for the driver (at most :data:`MAX_HELD_LOG_BYTES`)."""

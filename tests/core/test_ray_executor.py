@@ -120,3 +120,25 @@ def test_prestart_then_shutdown_without_start_stops_the_private_ray(tmp_path):
     assert dict(os.environ) == before
     executor.shutdown()  # a second call changes nothing
     assert dict(os.environ) == before
+
+
+def test_the_hub_sends_a_batch_again_until_the_driver_acknowledges_it():
+    """A drain call lost on its way back (Ray's ActorUnavailableError as a node goes away) loses no report.
+
+    The hub is a plain async class (Ray makes it an actor at run time), driven here directly.
+    """
+    import asyncio
+
+    from hpsearch.executors._ray_hub import ReportHub
+
+    hub = ReportHub()
+
+    async def go() -> None:
+        await hub.report(1, 0, 0.5)
+        assert await hub.drain(0.01, 0) == (1, [(1, 0, 0.5)], {})
+        await hub.report(1, 1, 0.6)
+        assert await hub.drain(0.01, 0) == (1, [(1, 0, 0.5)], {})  # not acknowledged: the same batch again
+        assert await hub.drain(0.01, 1) == (2, [(1, 1, 0.6)], {})
+        assert await hub.drain(0.01, 2) == (3, [], {})
+
+    asyncio.run(go())
