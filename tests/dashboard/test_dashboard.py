@@ -42,6 +42,7 @@ GATED_TRIALS = 8
 GATED_STUDY = STUDY.replace("n_trials: 30", f"n_trials: {GATED_TRIALS}").replace("sleepy.py:f", "gate.py:gated")
 
 
+@pytest.mark.slow  # 30 s: run by hand (pytest -m slow) to keep the default run under 10 minutes
 def test_dashboard_polled_while_a_sqlite_study_writes(write_study, tmp_path: Path) -> None:
     # Every trial blocks at a gate until the test lets it through (tests/gate.py), so the
     # study cannot finish before the dashboard has seen each of its trials arrive.

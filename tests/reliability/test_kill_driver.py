@@ -26,6 +26,7 @@ def test_kill_driver_then_resume(kind, tmp_path):
 
 
 @pytest.mark.ray
+@pytest.mark.slow  # 26 s: run by hand (pytest -m slow) to keep the default run under 10 minutes
 def test_kill_ray_driver_while_trials_run_then_resume(tmp_path):
     """Each killed run re-runs the orphans first, then is killed with a trial blocked on Ray."""
     summary = kill_loop("ray", kills=2, workdir=tmp_path)
