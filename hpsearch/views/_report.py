@@ -217,7 +217,8 @@ def _cross_study(studies: list[_Study]) -> str:
     import plotly.graph_objects as go
     from optuna.trial import TrialState
 
-    if len(studies) < 2 or len({s.row["direction"] for s in studies}) != 1:
+    directions = {s.row["direction"] for s in studies}
+    if len(studies) < 2 or len(directions) != 1 or "," in next(iter(directions)):  # several objectives: no one best
         return ""
     maximize = studies[0].row["direction"] == "maximize"
     fig = go.Figure()

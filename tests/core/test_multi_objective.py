@@ -461,3 +461,13 @@ def test_checkpoint_cleanup_keeps_the_front_and_drops_dominated_trials(tmp_path)
     store = CheckpointStore(str(tmp_path / "ckpt"), "s")
     kept = CheckpointCleanup(store, directions=["minimize", "minimize"])._needed(study.get_trials())
     assert kept == {0, 1}
+
+
+def test_a_report_of_two_multi_objective_studies_draws_both_fronts(tmp_path):
+    _run(_write(tmp_path, _study("a", n_trials=4), "a.yaml"))
+    _run(_write(tmp_path, _study("b", sampler="random", n_trials=4), "b.yaml"))
+    out = tmp_path / "r.html"
+    done = run_cli("report", "a.yaml", "b.yaml", "-o", out, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr  # no "best so far" across studies without one best value
+    html = out.read_text()
+    assert html.count('data-figure="pareto-front"') == 2 and 'data-figure="cross-study"' not in html
