@@ -189,7 +189,7 @@ def _lineage(study: Path, result: Any) -> str:
     from hpsearch.errors import ConfigError
     from hpsearch.views import lineage_text
 
-    maximize = result.study.direction.name == "MAXIMIZE"
+    maximize = result.directions[0] == "maximize"
     metric = result.metric_names[0]
     text = lineage_text(result.study.get_trials(deepcopy=False), maximize=maximize, metric=metric)
     if not text:
