@@ -217,9 +217,8 @@ def _cross_study(studies: list[_Study]) -> str:
     import plotly.graph_objects as go
     from optuna.trial import TrialState
 
-    directions = {s.row["direction"] for s in studies}
-    if len(studies) < 2 or len(directions) != 1 or "," in next(iter(directions)):  # several objectives: no one best
-        return ""
+    if len(studies) < 2 or {s.row["direction"] for s in studies} not in ({"maximize"}, {"minimize"}):
+        return ""  # studies of other directions, or of several objectives (no one best value)
     maximize = studies[0].row["direction"] == "maximize"
     fig = go.Figure()
     for i, s in enumerate(studies):
