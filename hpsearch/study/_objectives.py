@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import optuna
@@ -24,7 +24,6 @@ if TYPE_CHECKING:
 __all__ = [
     "MULTI_OBJECTIVE_SAMPLERS",
     "Objectives",
-    "describe_values",
     "dominates",
     "feasible",
     "hypervolume",
@@ -132,9 +131,3 @@ def study_metrics(study: optuna.Study) -> list[str]:
 
 def study_directions(study: optuna.Study) -> list[str]:
     return [d.name.lower() for d in study.directions]
-
-
-def describe_values(trial: Any, metrics: Sequence[str]) -> dict[str, float | None]:
-    """``{metric: value}`` of a trial (None where it has none)."""
-    values = trial.values or [None] * len(metrics)
-    return dict(zip(metrics, values, strict=False))
